@@ -11,7 +11,7 @@ from typing import Any
 
 
 class ReasonCode(StrEnum):
-    """Stable reason codes (reference-design §2–§8 plus the runtime's own)."""
+    """Stable reason codes (reference-design §2 to §8 plus the runtime's own)."""
 
     # configuration and usage
     CONFIG_INVALID = "CONFIG_INVALID"
@@ -26,7 +26,7 @@ class ReasonCode(StrEnum):
     ALREADY_EXISTS = "ALREADY_EXISTS"
     LOCK_HELD = "LOCK_HELD"
     LOCK_NOT_HELD = "LOCK_NOT_HELD"
-    TOKEN_ALREADY_CONSUMED = "TOKEN_ALREADY_CONSUMED"
+    TOKEN_ALREADY_CONSUMED = "TOKEN_ALREADY_CONSUMED"  # noqa: S105 (a reason code, not a secret)
     # audit log
     AUDIT_CHAIN_BROKEN = "AUDIT_CHAIN_BROKEN"
     AUDIT_KEY_MISSING = "AUDIT_KEY_MISSING"
@@ -69,3 +69,9 @@ class AuditError(PdsnoError):
     """The audit log cannot be written or verified."""
 
     code = ReasonCode.AUDIT_CHAIN_BROKEN
+
+
+class NIBBusy(NIBError):
+    """The database stayed locked past its timeout; callers may retry it like a version conflict."""
+
+    code = ReasonCode.CONFLICT

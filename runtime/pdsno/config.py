@@ -1,0 +1,986 @@
+"""Controller configuration: one YAML file per controller, parsed into strict, typed, frozen models.
+
+* Every section and key is declared; an unknown key or a wrong type is refused with the file, the dotted key
+  and the reason (:class:`pdsno.errors.ConfigError`, code ``CONFIG_INVALID``; a missing or unreadable file is
+  ``CONFIG_NOT_FOUND``).
+* ``PDSNO_<SECTION>__<KEY>[__<SUBKEY>...]`` environment variables override the file
+  (``PDSNO_REST__PORT=9000``, ``PDSNO_REST__TLS__INSECURE=true``); an override naming an unknown key is
+  refused too, naming the variable.
+* Defaults that depend on other keys (REST port by role, file locations under ``controller.data_dir``,
+  MQTT port by transport) are filled in while loading, so a loaded :class:`ControllerConfig` holds the
+  values the runtime will really use.
+* Relative paths are taken relative to the directory of the configuration file; ``~`` is expanded.
+
+The reference is ``docs/configuration.md``; the commented example ships as ``pdsno/examples/controller.yml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+from collections.abc import Hashable, Mapping, Sequence
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, NoReturn, Union, get_args, get_origin
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from pdsno.errors import ConfigError, ReasonCode
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_REST_PORTS",
+    "ENV_PREFIX",
+    "MQTT_PORT_PLAIN",
+    "MQTT_PORT_TLS",
+    "ControllerConfig",
+    "ControllerSection",
+    "LoggingSection",
+    "MQTTSection",
+    "NIBSection",
+    "ParentSection",
+    "PolicyDefaults",
+    "RestSection",
+    "RetentionSection",
+    "Role",
+    "SecuritySection",
+    "TLSSection",
+    "assigned_controller_id",
+    "controller_id_matches",
+    "example_config_path",
+    "load_config",
+    "parse_config",
+    "redact_dsn",
+]
+
+ENV_PREFIX: Final = "PDSNO_"
+CONFIG_ENV_VAR: Final = "PDSNO_CONFIG"
+"""Names the configuration file (read by the CLI); never treated as an override."""
+DEFAULT_CONFIG_PATH: Final = Path("/etc/pdsno/controller.yml")
+DEFAULT_DATA_DIR: Final = Path("/var/lib/pdsno")
+MQTT_PORT_PLAIN: Final = 1883
+MQTT_PORT_TLS: Final = 8883
+
+
+class Role(StrEnum):
+    """The controller's tier in the hierarchy (reference-design §1)."""
+
+    GLOBAL = "global"
+    REGIONAL = "regional"
+    LOCAL = "local"
+
+
+DEFAULT_REST_PORTS: Final[Mapping[Role, int]] = {Role.GLOBAL: 8001, Role.REGIONAL: 8002, Role.LOCAL: 8100}
+"""REST port when ``rest.port`` is not set (decisions C13: dev defaults GC 8001, RC 8002+, LC 8100+)."""
+
+# --------------------------------------------------------------------------------------------------
+# controller ids (decisions C10)
+
+_SLUG_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+_SERIAL: Final = r"[1-9][0-9]*"
+_TEMP_ID_RE: Final = re.compile(r"temp-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ID_PREFIX: Final[Mapping[Role, str]] = {
+    Role.GLOBAL: "global_cntl",
+    Role.REGIONAL: "regional_cntl",
+    Role.LOCAL: "local_cntl",
+}
+
+
+def _id_form(role: Role, region: str | None) -> str:
+    if role is Role.GLOBAL:
+        return "global_cntl_<n>"
+    return f"{_ID_PREFIX[role]}_{region}_<n>"
+
+
+def _is_temp_id(controller_id: str) -> bool:
+    return _TEMP_ID_RE.fullmatch(controller_id) is not None
+
+
+def controller_id_matches(
+    controller_id: str, role: Role, region: str | None, *, allow_temp: bool = True
+) -> bool:
+    """True if ``controller_id`` is a valid id for a controller of ``role`` in ``region``.
+
+    Assigned ids are ``global_cntl_<n>``, ``regional_cntl_<region>_<n>`` and ``local_cntl_<region>_<n>``
+    (``n`` >= 1, no leading zero); a controller that has not been admitted yet uses ``temp-<uuid4>``.
+    """
+    if allow_temp and _is_temp_id(controller_id):
+        return True
+    if role is Role.GLOBAL:
+        pattern = f"global_cntl_{_SERIAL}"
+    else:
+        if region is None:
+            return False
+        pattern = f"{_ID_PREFIX[role]}_{re.escape(region)}_{_SERIAL}"
+    return re.fullmatch(pattern, controller_id) is not None
+
+
+def assigned_controller_id(role: Role, region: str | None, n: int) -> str:
+    """The id a validator assigns to the ``n``-th controller of ``role`` in ``region`` (decisions C10)."""
+    if n < 1:
+        raise ValueError("controller serial numbers start at 1")
+    if role is Role.GLOBAL:
+        return f"global_cntl_{n}"
+    if region is None or _SLUG_RE.fullmatch(region) is None:
+        raise ValueError(f"a {role} controller id needs a valid region slug, got {region!r}")
+    return f"{_ID_PREFIX[role]}_{region}_{n}"
+
+
+# --------------------------------------------------------------------------------------------------
+# reusable field types
+
+
+class _Problems(ValueError):
+    """Several problems found by one validator, each with a key relative to the model that raised it."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{key}: {reason}" for key, reason in self.problems))
+
+
+def _not_blank(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    value = value.expanduser()
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return Path(os.path.normpath(value)) if value.is_absolute() else value
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_not_blank), AfterValidator(_resolve_path)]
+"""A filesystem path; ``~`` expanded, relative paths taken relative to the configuration file's directory."""
+
+
+def _check_slug(value: str) -> str:
+    if _SLUG_RE.fullmatch(value) is None:
+        raise ValueError(
+            "must be 1 to 63 characters, letters, digits, '_' or '-', starting with a letter or a digit"
+        )
+    return value
+
+
+Slug = Annotated[str, AfterValidator(_check_slug)]
+
+
+def _check_host(value: str) -> str:
+    if not value or any(ch.isspace() for ch in value) or "/" in value:
+        raise ValueError("must be a host name or an IP address (no scheme, path or spaces)")
+    return value
+
+
+Host = Annotated[str, AfterValidator(_check_host)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# sections
+
+
+class ParentSection(_Section):
+    """Where this controller's parent (the GC for a regional controller, the RC for a local one) listens."""
+
+    id: str | None = None
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises ValueError for a malformed port
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an http:// or https:// URL with a host, e.g. https://gc.example.net:8443"
+            )
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry credentials (controllers authenticate with keys, not passwords)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or a fragment")
+        return value.rstrip("/")
+
+
+class ControllerSection(_Section):
+    """Who this controller is and where it sits in the hierarchy."""
+
+    id: str
+    role: Annotated[Role, BeforeValidator(_lower)]
+    region: Slug | None = None
+    parent: ParentSection | None = None
+    data_dir: ConfigPath = DEFAULT_DATA_DIR
+
+    @property
+    def is_temporary(self) -> bool:
+        """True while the controller still uses its pre-admission ``temp-<uuid>`` id."""
+        return _is_temp_id(self.id)
+
+    @model_validator(mode="after")
+    def _check_hierarchy(self) -> ControllerSection:
+        problems: list[tuple[str, str]] = []
+        role = self.role
+        if role is Role.GLOBAL:
+            if self.region is not None:
+                problems.append(("region", "must not be set for a global controller (it spans all regions)"))
+            if self.parent is not None:
+                problems.append(("parent", "must not be set for a global controller (it is the root)"))
+        else:
+            if self.region is None:
+                problems.append(("region", f"is required for a {role} controller"))
+            if self.parent is None:
+                what = "the global controller" if role is Role.REGIONAL else "the regional controller"
+                problems.append(("parent", f"is required for a {role} controller: the URL of {what}"))
+            elif self.parent.id is not None and self.region is not None:
+                parent_role = Role.GLOBAL if role is Role.REGIONAL else Role.REGIONAL
+                if not controller_id_matches(self.parent.id, parent_role, self.region, allow_temp=False):
+                    problems.append(
+                        (
+                            "parent.id",
+                            f"{self.parent.id!r} is not a {parent_role} controller id of the form "
+                            f"{_id_form(parent_role, self.region)}",
+                        )
+                    )
+        if (role is Role.GLOBAL or self.region is not None) and not controller_id_matches(
+            self.id, role, self.region
+        ):
+            problems.append(
+                (
+                    "id",
+                    f"{self.id!r} is not a valid {role} controller id: expected "
+                    f"{_id_form(role, self.region)} or, before admission, temp-<uuid4>",
+                )
+            )
+        if problems:
+            raise _Problems(problems)
+        return self
+
+
+class NIBSection(_Section):
+    """The Network Information Base store."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    path: ConfigPath | None = None
+    dsn: str | None = None
+    pool_size: int = Field(default=4, ge=1, le=64)
+    busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+
+    @field_validator("dsn")
+    @classmethod
+    def _check_dsn(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a URL starting with postgresql:// or postgres://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> NIBSection:
+        if self.backend == "postgresql" and self.dsn is None:
+            raise _Problems([("dsn", "is required when backend is postgresql")])
+        if self.backend == "sqlite" and self.path is None:
+            raise _Problems([("path", "is required when backend is sqlite")])
+        return self
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file; raises :class:`ConfigError` if the backend is not SQLite."""
+        if self.backend != "sqlite" or self.path is None:
+            raise ConfigError(f"nib.backend is {self.backend}, there is no SQLite file")
+        return self.path
+
+
+class TLSSection(_Section):
+    """TLS files for one transport. Plain transport only with ``insecure: true`` (development only)."""
+
+    cert: ConfigPath | None = None
+    key: ConfigPath | None = None
+    ca: ConfigPath | None = None
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> TLSSection:
+        if (self.cert is None) != (self.key is None):
+            missing = "key" if self.key is None else "cert"
+            raise _Problems([(missing, "cert and key must be set together")])
+        return self
+
+
+class RestSection(_Section):
+    """The controller's REST endpoint (East/West API, and the northbound API on the GC)."""
+
+    host: Host = "127.0.0.1"
+    port: Port
+    tls: TLSSection = Field(default_factory=TLSSection)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> RestSection:
+        if not self.tls.insecure:
+            missing = [name for name in ("cert", "key", "ca") if getattr(self.tls, name) is None]
+            if missing:
+                raise _Problems(
+                    [(f"tls.{name}", "is required unless tls.insecure is true") for name in missing]
+                )
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls.insecure else "https"
+
+
+class MQTTSection(_Section):
+    """The MQTT broker this controller connects to (policy, events, discovery reports, heartbeats)."""
+
+    host: Host = "127.0.0.1"
+    port: Port
+    username: str | None = None
+    password_file: ConfigPath | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    outbox_dir: ConfigPath
+    tls: TLSSection = Field(default_factory=TLSSection)
+
+    @field_validator("username")
+    @classmethod
+    def _check_username(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty (leave it out to connect without a user name)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> MQTTSection:
+        problems: list[tuple[str, str]] = []
+        if self.password_file is not None and self.username is None:
+            problems.append(("username", "is required when password_file is set"))
+        if not self.tls.insecure and self.tls.ca is None:
+            problems.append(("tls.ca", "is required unless tls.insecure is true"))
+        if problems:
+            raise _Problems(problems)
+        return self
+
+
+class PolicyDefaults(_Section):
+    """Policy values in force until the first policy arrives from the GC (reference-design §6, C1, C2)."""
+
+    discovery_interval_s: int = Field(default=300, ge=10, le=86_400)
+    missed_cycles_before_inactive: int = Field(default=3, ge=1, le=100)
+    lc_report_timeout_s: int = Field(default=600, ge=10, le=7 * 86_400)
+    emergency_rate_limit_per_hour: int = Field(default=5, ge=1, le=60)
+    freshness_window_s: int = Field(default=300, ge=1, le=86_400)
+    token_ttl_low_medium_s: int = Field(default=600, ge=30, le=86_400)
+    token_ttl_high_s: int = Field(default=300, ge=30, le=86_400)
+    lock_ttl_s: int = Field(default=900, ge=10, le=86_400)
+    max_controllers_per_region: int = Field(default=10, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _check_timeout(self) -> PolicyDefaults:
+        if self.lc_report_timeout_s < self.discovery_interval_s:
+            raise _Problems(
+                [
+                    (
+                        "lc_report_timeout_s",
+                        f"must be at least discovery_interval_s ({self.discovery_interval_s}), "
+                        "otherwise every local controller is always overdue",
+                    )
+                ]
+            )
+        return self
+
+
+class SecuritySection(_Section):
+    """Keys and message limits."""
+
+    identity_key: ConfigPath
+    hmac_key_file: ConfigPath
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    clock_skew_s: int = Field(default=300, ge=1, le=3600)
+
+
+class LoggingSection(_Section):
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class RetentionSection(_Section):
+    """How long the NIB keeps things (reference-design §4 Retention). Events are never deleted."""
+
+    device_inactive_after_days: int = Field(default=90, ge=1, le=3650)
+    device_purge_after_days: int = Field(default=365, ge=1, le=36_500)
+    config_proposal_retention_days: int = Field(default=180, ge=1, le=36_500)
+    old_policy_retention_days: int = Field(default=30, ge=1, le=36_500)
+    discovery_report_retention_days: int = Field(default=7, ge=1, le=365)
+    event_archive_after_days: int = Field(default=365, ge=1, le=36_500)
+    lock_sweep_interval_s: int = Field(default=60, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> RetentionSection:
+        if self.device_purge_after_days <= self.device_inactive_after_days:
+            raise _Problems(
+                [
+                    (
+                        "device_purge_after_days",
+                        "must be greater than device_inactive_after_days "
+                        f"({self.device_inactive_after_days})",
+                    )
+                ]
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# root
+
+
+def _tls_files(data_dir: Path) -> dict[str, Path]:
+    return {
+        "cert": data_dir / "tls" / "controller.crt",
+        "key": data_dir / "tls" / "controller.key",
+        "ca": data_dir / "tls" / "ca.crt",
+    }
+
+
+_BOOL: Final = TypeAdapter(bool)
+
+
+def _truthy(value: Any) -> bool:
+    try:
+        return _BOOL.validate_python(value)
+    except ValidationError:
+        return False
+
+
+def _fillable(value: Any) -> dict[str, Any] | None:
+    """A copy of a section given as a mapping (or left out / null) to fill defaults into; None otherwise."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    return None
+
+
+def _fill_derived_defaults(data: dict[str, Any]) -> None:
+    """Fill the defaults that depend on other keys into the raw input (in place)."""
+    controller = data.get("controller")
+    role: Role | None = None
+    data_dir = DEFAULT_DATA_DIR
+    if isinstance(controller, ControllerSection):
+        role, data_dir = controller.role, controller.data_dir
+    elif isinstance(controller, Mapping):
+        raw_role = _lower(controller.get("role"))
+        role = Role(raw_role) if raw_role in tuple(Role) else None
+        raw_dir = controller.get("data_dir")
+        if isinstance(raw_dir, str | Path) and str(raw_dir).strip():
+            data_dir = Path(raw_dir)
+
+    nib = _fillable(data.get("nib"))
+    if nib is not None:
+        if nib.get("backend", "sqlite") == "sqlite" and nib.get("path") is None:
+            nib["path"] = data_dir / "nib.sqlite3"
+        data["nib"] = nib
+
+    rest = _fillable(data.get("rest"))
+    if rest is not None:
+        # an invalid role is reported on its own; the GC's port only keeps a second error out of the way
+        if rest.get("port") is None:
+            rest["port"] = DEFAULT_REST_PORTS[role if role is not None else Role.GLOBAL]
+        tls = _fillable(rest.get("tls"))
+        if tls is not None:
+            if not _truthy(tls.get("insecure", False)):
+                files = _tls_files(data_dir)
+                if tls.get("cert") is None and tls.get("key") is None:
+                    tls["cert"], tls["key"] = files["cert"], files["key"]
+                if tls.get("ca") is None:
+                    tls["ca"] = files["ca"]
+            rest["tls"] = tls
+        data["rest"] = rest
+
+    mqtt = _fillable(data.get("mqtt"))
+    if mqtt is not None:
+        tls = _fillable(mqtt.get("tls"))
+        insecure = False
+        if tls is not None:
+            insecure = _truthy(tls.get("insecure", False))
+            if not insecure and tls.get("ca") is None:
+                tls["ca"] = _tls_files(data_dir)["ca"]
+            mqtt["tls"] = tls
+        elif isinstance(mqtt.get("tls"), TLSSection):
+            insecure = mqtt["tls"].insecure
+        if mqtt.get("port") is None:
+            mqtt["port"] = MQTT_PORT_PLAIN if insecure else MQTT_PORT_TLS
+        if mqtt.get("outbox_dir") is None:
+            mqtt["outbox_dir"] = data_dir / "mqtt-outbox"
+        data["mqtt"] = mqtt
+
+    security = _fillable(data.get("security"))
+    if security is not None:
+        if security.get("identity_key") is None:
+            security["identity_key"] = data_dir / "identity.key"
+        if security.get("hmac_key_file") is None:
+            security["hmac_key_file"] = data_dir / "hmac.key"
+        data["security"] = security
+
+    for name in ("policy", "logging", "retention"):
+        section = _fillable(data.get(name))
+        if section is not None:
+            data[name] = section
+
+
+class ControllerConfig(_Section):
+    """The whole configuration of one controller (root of the YAML file)."""
+
+    controller: ControllerSection
+    nib: NIBSection = Field(default_factory=lambda: NIBSection(path=DEFAULT_DATA_DIR / "nib.sqlite3"))
+    rest: RestSection = Field(
+        default_factory=lambda: RestSection(
+            port=DEFAULT_REST_PORTS[Role.GLOBAL], tls=TLSSection(**_tls_files(DEFAULT_DATA_DIR))
+        )
+    )
+    mqtt: MQTTSection = Field(
+        default_factory=lambda: MQTTSection(
+            port=MQTT_PORT_TLS,
+            outbox_dir=DEFAULT_DATA_DIR / "mqtt-outbox",
+            tls=TLSSection(ca=_tls_files(DEFAULT_DATA_DIR)["ca"]),
+        )
+    )
+    policy: PolicyDefaults = Field(default_factory=PolicyDefaults)
+    security: SecuritySection = Field(
+        default_factory=lambda: SecuritySection(
+            identity_key=DEFAULT_DATA_DIR / "identity.key", hmac_key_file=DEFAULT_DATA_DIR / "hmac.key"
+        )
+    )
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        filled = dict(data)
+        _fill_derived_defaults(filled)
+        return filled
+
+    @model_validator(mode="after")
+    def _check_cross_section(self) -> ControllerConfig:
+        parent = self.controller.parent
+        if parent is not None and parent.url.startswith("http://") and not self.rest.tls.insecure:
+            raise _Problems(
+                [
+                    (
+                        "controller.parent.url",
+                        "is plain http:// but rest.tls.insecure is false; use https:// "
+                        "(or set rest.tls.insecure: true for a development setup)",
+                    )
+                ]
+            )
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        """The file this configuration was loaded from (None if built in code)."""
+        return self._source
+
+    def warnings(self) -> list[str]:
+        """Things the runtime should log as warnings at start-up (plain transports)."""
+        out: list[str] = []
+        if self.rest.tls.insecure:
+            out.append("rest.tls.insecure is true: the REST API runs without TLS (development only)")
+        if self.mqtt.tls.insecure:
+            out.append("mqtt.tls.insecure is true: MQTT runs without TLS (development only)")
+        return out
+
+    def redacted(self) -> dict[str, Any]:
+        """JSON-compatible dict safe to print or log: passwords in the NIB DSN are masked, paths are kept."""
+        data = self.model_dump(mode="json")
+        if data["nib"]["dsn"] is not None:
+            data["nib"]["dsn"] = redact_dsn(data["nib"]["dsn"])
+        return data
+
+
+def redact_dsn(dsn: str) -> str:
+    """Mask the password in a PostgreSQL URL (user info and ``password=`` query parameter)."""
+    masked = re.sub(r"(?<=://)([^:/@?#]*):[^@/?#]*@", r"\1:***@", dsn)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", masked)
+
+
+def example_config_path() -> Path:
+    """The commented example configuration shipped with the package."""
+    return Path(str(resources.files("pdsno").joinpath("examples", "controller.yml")))
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe loader that refuses duplicate keys (the last one would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Hashable] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error(source: str, exc: yaml.YAMLError) -> ConfigError:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        line, column = exc.problem_mark.line + 1, exc.problem_mark.column + 1
+        problem = exc.problem or "syntax error"
+        reason = f"invalid YAML: {problem}"
+        return ConfigError(
+            f"{source}: line {line}, column {column}: {reason}",
+            file=source,
+            errors=[{"key": "", "reason": reason, "line": line, "column": column}],
+        )
+    reason = f"invalid YAML: {exc}"
+    return ConfigError(f"{source}: {reason}", file=source, errors=[{"key": "", "reason": reason}])
+
+
+# --------------------------------------------------------------------------------------------------
+# schema walking (environment overrides, suggestions)
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The member types of an annotation, Annotated and Optional/Union unwrapped, NoneType kept."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        members: list[Any] = []
+        for arg in get_args(annotation):
+            members.extend(_unwrap(arg))
+        return members
+    return [annotation]
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    for member in _unwrap(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
+def _is_textual(annotation: Any) -> bool:
+    """True if every non-None member of the annotation takes text (str, Path, enum or string Literal)."""
+    members = [m for m in _unwrap(annotation) if m is not type(None)]
+    for member in members:
+        if get_origin(member) is Literal:
+            if not all(isinstance(arg, str) for arg in get_args(member)):
+                return False
+        elif not (isinstance(member, type) and issubclass(member, str | Path)):
+            return False
+    return bool(members)
+
+
+def _allows_none(annotation: Any) -> bool:
+    return type(None) in _unwrap(annotation)
+
+
+def _model_at(path: Sequence[str | int]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = ControllerConfig
+    for part in path:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        model = _submodel(model.model_fields[part].annotation)
+    return model
+
+
+def _suggest(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f"; valid keys here: {', '.join(choices)}"
+
+
+def _env_scalar(raw: str, annotation: Any) -> Any:
+    """Turn an environment value into what the YAML file would have held for that key."""
+    if _is_textual(annotation):
+        if raw.strip() in ("", "~", "null", "Null", "NULL") and _allows_none(annotation):
+            return None
+        return raw
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return raw
+
+
+_SECTIONS: Final = tuple(ControllerConfig.model_fields)
+
+
+def _apply_env(
+    data: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Apply ``PDSNO_*`` overrides to ``data`` in place; return {dotted key: variable} and the problems."""
+    origins: dict[str, str] = {}
+    problems: list[dict[str, Any]] = []
+
+    def refuse(key: str, var: str, reason: str) -> None:
+        problems.append({"key": key, "reason": f"{reason} (environment variable {var})", "env": var})
+
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV_VAR:
+            continue
+        rest = var[len(ENV_PREFIX) :]
+        if "__" not in rest:
+            lowered = rest.lower()
+            section = next((s for s in _SECTIONS if lowered == s or lowered.startswith(s + "_")), None)
+            if section is not None:
+                hint = f"{ENV_PREFIX}{section.upper()}__{rest[len(section) + 1 :] or 'KEY'}"
+                refuse(lowered, var, f"not a valid override name; levels are separated by '__', e.g. {hint}")
+            continue  # some other PDSNO_* variable, not ours
+        parts = rest.lower().split("__")
+        dotted = ".".join(parts)
+        if not all(parts):
+            refuse(dotted, var, "not a valid override name (empty level between '__')")
+            continue
+
+        model: type[BaseModel] | None = ControllerConfig
+        annotation: Any = None
+        walked: list[str] = []
+        ok = True
+        for index, part in enumerate(parts):
+            if model is None:
+                refuse(dotted, var, f"{'.'.join(walked)} is a value, not a section")
+                ok = False
+                break
+            if part not in model.model_fields:
+                where = f"in section {'.'.join(walked)}" if walked else "at the top level"
+                hint = _suggest(part, tuple(model.model_fields))
+                refuse(dotted, var, f"unknown key {part!r} {where}{hint}")
+                ok = False
+                break
+            annotation = model.model_fields[part].annotation
+            walked.append(part)
+            model = _submodel(annotation)
+            if index == len(parts) - 1 and model is not None:
+                refuse(dotted, var, f"{dotted} is a section; override its keys one by one")
+                ok = False
+        if not ok:
+            continue
+
+        node: dict[str, Any] = data
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif isinstance(child, Mapping):
+                child = dict(child)
+            else:
+                refuse(dotted, var, f"{'.'.join(parts[: depth + 1])} in the file is not a mapping")
+                ok = False
+                break
+            node[part] = child
+            node = child
+        if not ok:
+            continue
+        node[parts[-1]] = _env_scalar(environ[var], annotation)
+        origins[dotted] = var
+    return origins, problems
+
+
+# --------------------------------------------------------------------------------------------------
+# errors
+
+_SENSITIVE: Final = ("dsn", "password")
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if not out:
+            out = str(part)
+        else:
+            out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "nothing (null)"
+    return f"a {type(value).__name__}"
+
+
+def _reason(err: ErrorDetails, key: str) -> str:
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        loc = err["loc"]
+        model = _model_at(loc[:-1])
+        name = str(loc[-1])
+        return "unknown key" + (_suggest(name, tuple(model.model_fields)) if model else "")
+    if kind == "invalid_key":
+        return "keys must be strings"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"must be a mapping (a YAML section), got {_kind(value)}"
+    msg = err["msg"]
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    msg = msg[:1].lower() + msg[1:]
+    if kind == "string_type" and isinstance(value, bool | int | float):
+        msg += "; quote the value in YAML"
+    if isinstance(value, str | int | float | bool) and not any(s in key for s in _SENSITIVE):
+        shown = repr(value)
+        msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    return msg
+
+
+def _problems_of(exc: ValidationError, origins: Mapping[str, str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        error = (err.get("ctx") or {}).get("error")
+        if isinstance(error, _Problems):
+            items = [(_dotted((*loc, *rel.split("."))), reason) for rel, reason in error.problems]
+        else:
+            key = _dotted(loc)
+            items = [(key, _reason(err, key))]
+        for key, reason in items:
+            problem: dict[str, Any] = {"key": key, "reason": reason}
+            var = origins.get(key)
+            if var is not None:
+                problem["reason"] = f"{reason} (set by environment variable {var})"
+                problem["env"] = var
+            out.append(problem)
+    return out
+
+
+def _raise(source: str, problems: list[dict[str, Any]]) -> NoReturn:
+    first = problems[0]
+    message = f"{source}: {first['key'] or '(top level)'}: {first['reason']}"
+    if len(problems) > 1:
+        more = len(problems) - 1
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    raise ConfigError(message, code=ReasonCode.CONFIG_INVALID, file=source, errors=problems)
+
+
+# --------------------------------------------------------------------------------------------------
+# entry points
+
+
+def parse_config(
+    data: Any,
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    base_dir: str | Path | None = None,
+) -> ControllerConfig:
+    """Validate an already parsed document (what ``yaml.safe_load`` returned) plus environment overrides.
+
+    ``source`` names the document in messages; ``base_dir`` anchors relative paths; ``environ`` defaults to
+    ``os.environ`` (pass ``{}`` to ignore the environment). Raises :class:`ConfigError`.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        reason = f"the top level must be a mapping of sections, got {_kind(data)}"
+        _raise(source, [{"key": "", "reason": reason}])
+    document = dict(data)
+    origins, problems = _apply_env(document, os.environ if environ is None else environ)
+    context = {"base_dir": Path(base_dir)} if base_dir is not None else {}
+    try:
+        config = ControllerConfig.model_validate(document, context=context)
+    except ValidationError as exc:
+        problems.extend(_problems_of(exc, origins))
+        _raise(source, problems)
+    if problems:
+        _raise(source, problems)
+    return config
+
+
+def _not_found(source: str, reason: str) -> ConfigError:
+    return ConfigError(
+        f"{source}: {reason}",
+        code=ReasonCode.CONFIG_NOT_FOUND,
+        file=source,
+        errors=[{"key": "", "reason": reason}],
+    )
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ControllerConfig:
+    """Read, validate and return the controller configuration in ``path``.
+
+    ``environ`` (default ``os.environ``) supplies the ``PDSNO_<SECTION>__<KEY>`` overrides.
+    Raises :class:`ConfigError` (``CONFIG_NOT_FOUND`` or ``CONFIG_INVALID``) with a one-line message.
+    """
+    file = Path(path)
+    source = str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _not_found(source, "no such file") from None
+    except IsADirectoryError:
+        raise _not_found(source, "is a directory, not a file") from None
+    except PermissionError:
+        raise _not_found(source, "permission denied") from None
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text (bad byte at offset {exc.start})"
+        raise ConfigError(
+            f"{source}: {reason}", file=source, errors=[{"key": "", "reason": reason}]
+        ) from None
+    except OSError as exc:
+        raise _not_found(source, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise _yaml_error(source, exc) from None
+    if data is None:
+        _raise(source, [{"key": "", "reason": "the file is empty; it needs at least a controller section"}])
+    config = parse_config(data, source=source, environ=environ, base_dir=file.absolute().parent)
+    config._source = file.absolute()
+    return config

@@ -1,0 +1,1 @@
+"""Keys, signatures and everything that decides whom a controller trusts."""
