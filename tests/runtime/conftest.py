@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pdsno.nib import SqlNIBStore, open_nib
+from pdsno.nib.connect import open_nib
+from pdsno.nib.sql import SqlNIBStore
 from pdsno.security.keys import Ed25519Signer
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from pdsno.config import (
     DEFAULT_REST_PORTS,
     ControllerConfig,
@@ -89,6 +90,12 @@ def test_example_loads_and_is_a_regional_controller() -> None:
     assert config.mqtt.port == 8883
     assert config.nib.path == Path("/var/lib/pdsno/nib.sqlite3")
     assert config.warnings() == []
+
+
+def test_example_follows_env_switches() -> None:
+    config = load_config(example_config_path(), environ={"PDSNO_MQTT__TLS__INSECURE": "true"})
+    assert config.mqtt.port == 1883
+    assert config.warnings() == ["mqtt.tls.insecure is true: MQTT runs without TLS (development only)"]
 
 
 def test_example_lists_every_key() -> None:

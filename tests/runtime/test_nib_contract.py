@@ -10,7 +10,6 @@ import pytest
 from pdsno.audit.verify import verify_log
 from pdsno.canonical import sha256_hex, utcnow
 from pdsno.errors import ReasonCode
-from pdsno.nib import SqlNIBStore
 from pdsno.nib.models import (
     ConfigProposal,
     ConfigStatus,
@@ -31,6 +30,7 @@ from pdsno.nib.models import (
     device_id_for_mac,
 )
 from pdsno.nib.retry import retry_on_conflict
+from pdsno.nib.sql import SqlNIBStore
 from pdsno.nib.store import RetentionPolicy
 from tests.runtime.conftest import NibTarget
 
@@ -116,7 +116,9 @@ async def test_second_insert_of_a_device_is_refused(nib: SqlNIBStore) -> None:
 
 async def test_stale_write_is_a_conflict_and_never_overwrites(nib: SqlNIBStore) -> None:
     v1 = (await nib.put_device(make_device(3))).unwrap()
-    v2 = (await nib.put_device(v1.next_version(hostname="first", interfaces=[Interface(if_index=7)]))).unwrap()
+    v2 = (
+        await nib.put_device(v1.next_version(hostname="first", interfaces=[Interface(if_index=7)]))
+    ).unwrap()
     assert v2.version == 2
 
     stale = await nib.put_device(v1.next_version(hostname="second"))
@@ -160,14 +162,18 @@ async def test_discovery_delta_of_thousands_commits_in_one_transaction(nib: SqlN
 async def test_controller_registration_and_its_event_commit_together(nib: SqlNIBStore) -> None:
     rc = Controller(controller_id="regional_cntl_zone-a_1", role=ControllerRole.REGIONAL, region="zone-a")
     head_before = await nib.audit_head()
-    assert (await nib.register_controller(rc, events=[event("CONTROLLER_VALIDATED", rc.controller_id)])).success
+    assert (
+        await nib.register_controller(rc, events=[event("CONTROLLER_VALIDATED", rc.controller_id)])
+    ).success
     assert (await nib.audit_head()).seq == head_before.seq + 1
 
     duplicate = await nib.register_controller(rc, events=[event("CONTROLLER_VALIDATED", rc.controller_id)])
     assert duplicate.error == ReasonCode.ALREADY_EXISTS
     assert (await nib.audit_head()).seq == head_before.seq + 1, "a refused write must not leave an event"
 
-    assert [c.controller_id for c in await nib.list_controllers(role=ControllerRole.REGIONAL)] == [rc.controller_id]
+    assert [c.controller_id for c in await nib.list_controllers(role=ControllerRole.REGIONAL)] == [
+        rc.controller_id
+    ]
     stored = await nib.get_controller(rc.controller_id)
     assert stored is not None
     updated = (await nib.update_controller(stored.next_version(rest_url="https://198.18.0.2:8443"))).unwrap()
@@ -187,7 +193,9 @@ async def test_proposal_lifecycle_and_single_use_token(nib: SqlNIBStore) -> None
     assert proposal.config_hash == sha256_hex(proposal.config_payload)
     created = (await nib.create_proposal(proposal, events=[event("CONFIG_PROPOSED", "prop-1")])).unwrap()
     approved = (
-        await nib.update_proposal(created.next_version(status=ConfigStatus.APPROVED, approved_by="regional_cntl_zone-a_1"))
+        await nib.update_proposal(
+            created.next_version(status=ConfigStatus.APPROVED, approved_by="regional_cntl_zone-a_1")
+        )
     ).unwrap()
     assert approved.status is ConfigStatus.APPROVED
     assert (await nib.update_proposal(created.next_version(status=ConfigStatus.DENIED))).conflict
@@ -231,14 +239,21 @@ async def test_policy_distribution_is_idempotent_by_version(nib: SqlNIBStore) ->
     again = (await nib.distribute_policy(policy("zone-a-v2", 180))).unwrap()
     assert again.version == 1
     active = await nib.get_active_policy(PolicyScope.REGIONAL, "zone-a")
-    assert active is not None and active.policy_version == "zone-a-v2" and active.content["discovery_interval"] == 180
+    assert (
+        active is not None
+        and active.policy_version == "zone-a-v2"
+        and active.content["discovery_interval"] == 180
+    )
     assert await nib.get_active_policy(PolicyScope.GLOBAL) is None
     assert (await nib.stats())["tables"]["policies"] == 2
 
 
 async def test_locks_are_compare_and_set_with_ttl(nib: SqlNIBStore) -> None:
     contenders = await asyncio.gather(
-        *(nib.acquire_lock("nib-dev-1", LockType.CONFIG, f"rc-{i}", timedelta(seconds=900)) for i in range(10))
+        *(
+            nib.acquire_lock("nib-dev-1", LockType.CONFIG, f"rc-{i}", timedelta(seconds=900))
+            for i in range(10)
+        )
     )
     winners = [c.unwrap() for c in contenders if c.success]
     assert len(winners) == 1
@@ -251,7 +266,9 @@ async def test_locks_are_compare_and_set_with_ttl(nib: SqlNIBStore) -> None:
     assert (await nib.release_lock(lock.lock_id, lock.held_by)).unwrap().status is LockStatus.RELEASED
     assert await nib.check_lock("nib-dev-1", LockType.CONFIG) is None
 
-    short = (await nib.acquire_lock("nib-dev-2", LockType.DEVICE, "lc-1", timedelta(milliseconds=50))).unwrap()
+    short = (
+        await nib.acquire_lock("nib-dev-2", LockType.DEVICE, "lc-1", timedelta(milliseconds=50))
+    ).unwrap()
     await asyncio.sleep(0.1)
     assert await nib.check_lock("nib-dev-2", LockType.DEVICE) is None
     taken_over = (await nib.acquire_lock("nib-dev-2", LockType.DEVICE, "lc-2", timedelta(seconds=5))).unwrap()
@@ -321,7 +338,9 @@ async def test_retention_ages_devices_and_never_touches_events(nib: SqlNIBStore)
     assert (await nib.stats())["tables"]["events"] == 1
 
 
-async def test_concurrent_writers_exactly_one_wins_per_version(nib: SqlNIBStore, nib_target: NibTarget) -> None:
+async def test_concurrent_writers_exactly_one_wins_per_version(
+    nib: SqlNIBStore, nib_target: NibTarget
+) -> None:
     """Writers on separate connections race for the same version: one wins, the rest see a conflict."""
     base = (await nib.put_device(make_device(20))).unwrap()
     writers = [await nib_target.open(pool_size=1) for _ in range(8)]
@@ -349,7 +368,9 @@ async def test_no_update_is_lost_under_contention(nib: SqlNIBStore, nib_target: 
         async def attempt():  # type: ignore[no-untyped-def]
             current = await store.get_device(base.device_id)
             assert current is not None
-            return await store.put_device(current.next_version(custom_tags={**current.custom_tags, name: True}))
+            return await store.put_device(
+                current.next_version(custom_tags={**current.custom_tags, name: True})
+            )
 
         result = await retry_on_conflict(attempt, max_retries=50, base_delay_s=0.002)
         landed_versions.append(result.unwrap().version)

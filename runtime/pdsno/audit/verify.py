@@ -19,7 +19,11 @@ async def signer_keys(store: NIBStore, own: Mapping[str, Ed25519PublicKey]) -> d
     The local controller's key comes from its key file, not from the database: someone who can rewrite
     the database could otherwise swap in a key of their own and re-sign the whole log.
     """
-    keys = {c.controller_id: public_key_from_b64(c.public_key) for c in await store.list_controllers() if c.public_key}
+    keys = {
+        c.controller_id: public_key_from_b64(c.public_key)
+        for c in await store.list_controllers()
+        if c.public_key
+    }
     keys.update(own)
     return keys
 

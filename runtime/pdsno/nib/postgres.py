@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -16,6 +15,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from pdsno.config import redact_dsn
 from pdsno.errors import NIBBusy, NIBError, ReasonCode
 from pdsno.nib.migrations import MigrationSet
 from pdsno.nib.sql import JsonParam, Row
@@ -35,14 +35,6 @@ _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 def to_pyformat(sql: str) -> str:
     """``:name`` → ``%(name)s``; literal ``%`` doubled so psycopg does not read it as a placeholder."""
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
-
-
-def redact_dsn(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -79,6 +71,15 @@ class PostgresDatabase:
 
     def __init__(self, dsn: str, *, pool_size: int = 4, connect_timeout_s: float = 10.0) -> None:
         self._dsn_shown = redact_dsn(dsn)
+        # One direct connection first: it fails at once with the server's own reason, where the pool
+        # would keep retrying in the background until its timeout.
+        try:
+            psycopg.connect(dsn, connect_timeout=max(1, int(connect_timeout_s))).close()
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise NIBError(
+                f"cannot connect to the NIB at {self._dsn_shown}: {reason}", dsn=self._dsn_shown
+            ) from None
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             dsn,
             min_size=1,
@@ -89,10 +90,10 @@ class PostgresDatabase:
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
-        except (PoolTimeout, psycopg.Error) as exc:
+        except PoolTimeout:
             self._pool.close()
             raise NIBError(
-                f"cannot connect to the NIB at {self._dsn_shown}: {exc}", dsn=self._dsn_shown
+                f"cannot connect to the NIB at {self._dsn_shown}: timed out", dsn=self._dsn_shown
             ) from None
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="nib-pg")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -89,8 +90,10 @@ class SqliteDatabase:
                 code=ReasonCode.NIB_NOT_INITIALISED,
                 path=str(path),
             )
-        if create:
+        if create and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # The NIB holds tokens and the audit log: readable by its controller only (-wal/-shm follow).
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.path = path
         self._busy_timeout_s = busy_timeout_ms / 1000
         self._local = threading.local()

@@ -1,0 +1,1 @@
+"""The ``pdsno`` command line."""

@@ -1,0 +1,170 @@
+"""``pdsno nib``: create, upgrade, inspect and sweep a controller's Network Information Base."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from pdsno.cli.common import (
+    config_option,
+    emit_json,
+    identity_signer,
+    json_option,
+    load,
+    nib_location,
+    open_store,
+    run,
+)
+from pdsno.config import ControllerConfig
+from pdsno.nib.models import EventDraft
+from pdsno.nib.store import RetentionPolicy
+from pdsno.security.keys import public_key_b64
+
+
+@click.group("nib")
+def nib_group() -> None:
+    """Create, upgrade, inspect and sweep the Network Information Base."""
+
+
+@nib_group.command("init")
+@config_option
+def init(config_path: Path) -> None:
+    """Create the NIB and this controller's identity key, or confirm both exist (idempotent)."""
+    config = load(config_path)
+    signer, key_created = identity_signer(config, create=True)
+
+    async def go() -> tuple[list[int], int, bool]:
+        store = await open_store(config, signer=signer, create=True)
+        try:
+            applied = await store.migrate()
+            first = (await store.audit_head()).seq == 0
+            if first:
+                await store.append_events(
+                    [
+                        EventDraft(
+                            event_type="NIB_INITIALISED",
+                            actor=config.controller.id,
+                            subject=config.controller.id,
+                            action="nib init",
+                            payload={
+                                "backend": store.backend,
+                                "schema_version": await store.schema_version(),
+                                "role": config.controller.role.value,
+                                "region": config.controller.region,
+                                "public_key": public_key_b64(signer.private_key),
+                            },
+                        )
+                    ]
+                )
+            return applied, await store.schema_version(), first
+        finally:
+            await store.close()
+
+    applied, version, first = run(go())
+    key_state = "created" if key_created else "present"
+    click.echo(f"identity key {config.security.identity_key} ({key_state})")
+    if first:
+        click.echo(f"NIB initialised: {nib_location(config)} at schema version {version}")
+    elif applied:
+        click.echo(f"NIB upgraded: {nib_location(config)} to schema version {version}")
+    else:
+        click.echo(
+            f"NIB already initialised: {nib_location(config)} at schema version {version}; nothing to do"
+        )
+
+
+@nib_group.command("migrate")
+@config_option
+def migrate(config_path: Path) -> None:
+    """Apply pending schema migrations to an existing NIB (idempotent)."""
+    config = load(config_path)
+
+    async def go() -> tuple[list[int], int]:
+        store = await open_store(config, migrate=True)
+        try:
+            return await store.migrate(), await store.schema_version()
+        finally:
+            await store.close()
+
+    applied, version = run(go())
+    if applied:
+        click.echo(f"applied migrations {', '.join(str(v) for v in applied)}; schema version {version}")
+    else:
+        click.echo(f"schema version {version} is current; nothing to do")
+
+
+@nib_group.command("stats")
+@config_option
+@json_option
+def stats(config_path: Path, as_json: bool) -> None:
+    """Show what the NIB holds: rows per table, devices per status, the audit chain head."""
+    config = load(config_path)
+
+    async def go() -> dict[str, object]:
+        store = await open_store(config)
+        try:
+            return await store.stats()
+        finally:
+            await store.close()
+
+    data = run(go())
+    data["location"] = nib_location(config)
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"NIB       {data['location']}  (schema version {data['schema_version']})")
+    tables = data["tables"]
+    assert isinstance(tables, dict)
+    for table, count in tables.items():
+        click.echo(f"  {table:<18} {count:>8}")
+    by_status = data["devices_by_status"]
+    assert isinstance(by_status, dict)
+    if by_status:
+        click.echo("devices   " + ", ".join(f"{status} {n}" for status, n in sorted(by_status.items())))
+    head = data["audit_head"]
+    assert isinstance(head, dict)
+    click.echo(f"audit     head #{head['seq']} {head['hash'][:16]}")
+
+
+def retention_policy(config: ControllerConfig) -> RetentionPolicy:
+    r = config.retention
+    return RetentionPolicy(
+        device_inactive_after=timedelta(days=r.device_inactive_after_days),
+        device_purge_after=timedelta(days=r.device_purge_after_days),
+        proposal_purge_after=timedelta(days=r.config_proposal_retention_days),
+        policy_purge_after=timedelta(days=r.old_policy_retention_days),
+        report_purge_after=timedelta(days=r.discovery_report_retention_days),
+    )
+
+
+@nib_group.command("sweep")
+@config_option
+@json_option
+def sweep(config_path: Path, as_json: bool) -> None:
+    """Apply the retention rules now: age and purge devices, drop old proposals, policies, reports, locks.
+
+    Events are never deleted. What the sweep changed is itself recorded as an audit event.
+    """
+    config = load(config_path)
+    signer, _ = identity_signer(config)
+
+    async def go() -> dict[str, int]:
+        store = await open_store(config, signer=signer)
+        try:
+            swept = await store.sweep_retention(retention_policy(config))
+            if any(swept.values()):
+                await store.append_events(
+                    [EventDraft(event_type="NIB_RETENTION_SWEEP", actor=config.controller.id, payload=swept)]
+                )
+            return swept
+        finally:
+            await store.close()
+
+    swept = run(go())
+    if as_json:
+        emit_json(swept)
+    else:
+        for what, n in swept.items():
+            click.echo(f"{what.replace('_', ' '):<26} {n}")
