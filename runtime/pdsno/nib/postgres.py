@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pdsno.config import redact_dsn
 from pdsno.errors import NIBBusy, NIBError, ReasonCode
 from pdsno.nib.migrations import MigrationSet
-from pdsno.nib.sql import JsonParam, Row
+from pdsno.nib.sql import JsonParam, Row, ThreadedDatabase
 
 R = TypeVar("R")
 
@@ -64,7 +63,7 @@ class _PgTx:
         self._cur.execute(sql.encode())  # no parameters: PostgreSQL takes several statements at once
 
 
-class PostgresDatabase:
+class PostgresDatabase(ThreadedDatabase):
     backend = "postgresql"
     row_lock = " FOR UPDATE"
     migrations = MIGRATIONS
@@ -115,10 +114,6 @@ class PostgresDatabase:
             raise NIBError(f"no NIB connection to {self._dsn_shown} became free in time") from None
         except psycopg.Error as exc:
             raise NIBError(f"NIB error ({self._dsn_shown}): {exc}") from None
-
-    async def run(self, work: Callable[[Any], R], *, write: bool) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, work, write)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -6,9 +6,11 @@ NOTHING``, partial unique indexes, ``COALESCE``). Backends translate parameters 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -81,6 +83,19 @@ class Database(Protocol):
     async def run(self, work: Callable[[Tx], R], *, write: bool) -> R: ...
 
     def close(self) -> None: ...
+
+
+class ThreadedDatabase:
+    """Runs each transaction on the backend's own worker threads: drivers block, the event loop must not."""
+
+    _executor: ThreadPoolExecutor
+
+    def _transaction(self, work: Callable[[Any], R], write: bool) -> R:
+        raise NotImplementedError
+
+    async def run(self, work: Callable[[Any], R], *, write: bool) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._transaction, work, write)
 
 
 # --- tables --------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 from pdsno.canonical import canonical_json, format_ts, parse_ts
 from pdsno.errors import NIBBusy, NIBError, ReasonCode
 from pdsno.nib.migrations import MigrationSet
-from pdsno.nib.sql import JsonParam, Row
+from pdsno.nib.sql import JsonParam, Row, ThreadedDatabase
 
 R = TypeVar("R")
 
@@ -76,7 +75,7 @@ class _SqliteTx:
             raise NIBError(f"incomplete SQL statement in migration: {statement.strip()[:80]}")
 
 
-class SqliteDatabase:
+class SqliteDatabase(ThreadedDatabase):
     backend = "sqlite"
     row_lock = ""
     migrations = MIGRATIONS
@@ -147,10 +146,6 @@ class SqliteDatabase:
             raise NIBError(f"NIB refused the write: {exc}", code=ReasonCode.NIB_INTEGRITY) from None
         except sqlite3.DatabaseError as exc:
             raise NIBError(f"NIB error: {exc}") from None
-
-    async def run(self, work: Callable[[Any], R], *, write: bool) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, work, write)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
