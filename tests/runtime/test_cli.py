@@ -20,6 +20,7 @@ import pytest
 
 from pdsno.nib.connect import open_nib
 from pdsno.nib.models import EventDraft
+from pdsno.nib.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from pdsno.security.keys import Ed25519Signer, load_private_key
 from tests.runtime.conftest import BACKENDS
 
@@ -138,7 +139,7 @@ def test_init_is_idempotent_and_keeps_secrets_private(controller: Controller) ->
         assert (controller.data_dir / "nib.sqlite3").stat().st_mode & 0o777 == 0o600
     stats = json.loads(controller.cli("nib", "stats", "--json").stdout)
     assert stats["tables"]["events"] == 1, "a second init must not write another event"
-    assert stats["schema_version"] == 1 and stats["backend"] == controller.backend
+    assert stats["schema_version"] == SQLITE_MIGRATIONS.latest and stats["backend"] == controller.backend
 
     migrate = controller.cli("nib", "migrate")
     assert migrate.returncode == 0 and "nothing to do" in migrate.stdout

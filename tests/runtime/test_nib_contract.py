@@ -22,8 +22,12 @@ from pdsno.nib.models import (
     EventDraft,
     ExecutionToken,
     Interface,
+    KeyKind,
     LockStatus,
     LockType,
+    MessageKey,
+    Operator,
+    OperatorRole,
     Policy,
     PolicyScope,
     Sensitivity,
@@ -408,3 +412,45 @@ async def test_stats_count_what_is_there(nib: SqlNIBStore) -> None:
     assert stats["tables"]["devices"] == 5
     assert stats["devices_by_status"] == {"active": 5}
     assert stats["audit_head"]["seq"] == 1
+
+
+async def test_replay_cache_remembers_each_message_once(nib: SqlNIBStore, nib_target: NibTarget) -> None:
+    expires = utcnow() + timedelta(seconds=600)
+    assert await nib.remember_message("m-1", "lc-1", expires) is True
+    assert await nib.remember_message("m-1", "lc-1", expires) is False
+    reopened = await nib_target.open()  # a restarted receiver still knows it
+    try:
+        assert await reopened.remember_message("m-1", "lc-1", expires) is False
+    finally:
+        await reopened.close()
+    assert await nib.remember_message("m-old", "lc-1", utcnow() - timedelta(seconds=1)) is True
+    assert await nib.sweep_replay_cache() == 1
+    assert (await nib.stats())["tables"]["replay_cache"] == 1
+
+
+async def test_message_keys_overlap_during_rotation(nib: SqlNIBStore) -> None:
+    now = utcnow()
+    old = MessageKey(key_id="k1", owner_id="lc-1", kind=KeyKind.HMAC, material="c2VjcmV0", not_before=now)
+    stored = (await nib.put_message_key(old)).unwrap()
+    new = MessageKey(key_id="k2", owner_id="lc-1", kind=KeyKind.HMAC, material="bmV3", not_before=now)
+    (await nib.put_message_key(new)).unwrap()
+    (await nib.put_message_key(stored.next_version(not_after=now + timedelta(hours=1)))).unwrap()
+    keys = await nib.list_message_keys(owner_id="lc-1")
+    assert [k.key_id for k in keys] == ["k1", "k2"]
+    assert keys[0].not_after is not None and keys[1].not_after is None
+
+
+async def test_operators_are_found_by_token_hash_only(nib: SqlNIBStore) -> None:
+    alice = Operator(operator_id="op-1", name="alice", role=OperatorRole.APPROVER, token_hash="h" * 64)
+    (await nib.put_operator(alice)).unwrap()
+    assert (
+        await nib.put_operator(alice.model_copy(update={"operator_id": "op-2"}))
+    ).error == ReasonCode.ALREADY_EXISTS
+    found = await nib.get_operator_by_token_hash("h" * 64)
+    assert (
+        found is not None
+        and found.role is OperatorRole.APPROVER
+        and found.role.rank > OperatorRole.VIEWER.rank
+    )
+    assert await nib.get_operator_by_token_hash("x" * 64) is None
+    assert [o.name for o in await nib.list_operators()] == ["alice"]

@@ -101,6 +101,24 @@ class Decision(StrEnum):
     NOT_APPLICABLE = "N/A"
 
 
+class KeyKind(StrEnum):
+    HMAC = "hmac"
+    ED25519 = "ed25519"
+
+
+class OperatorRole(StrEnum):
+    """Northbound API roles, each allowed what the ones before it are."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(OperatorRole).index(self)
+
+
 class _Entity(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -266,6 +284,25 @@ class DiscoveryReport(_Entity):
     received_at: datetime | None = None
     policy_version: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class MessageKey(_Entity):
+    """A key that signs East/West messages of ``owner_id``: an HMAC secret or an Ed25519 public key."""
+
+    key_id: str
+    owner_id: str
+    kind: KeyKind
+    material: str = Field(description="base64: the HMAC secret, or the Ed25519 public key")
+    not_before: datetime
+    not_after: datetime | None = None
+
+
+class Operator(_Entity):
+    operator_id: str
+    name: str = Field(min_length=1, max_length=64)
+    role: OperatorRole
+    token_hash: str
+    disabled: bool = False
 
 
 class EventDraft(BaseModel):

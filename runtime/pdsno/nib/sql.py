@@ -38,6 +38,8 @@ from pdsno.nib.models import (
     Lock,
     LockStatus,
     LockType,
+    MessageKey,
+    Operator,
     Policy,
     PolicyScope,
     _Entity,
@@ -181,6 +183,8 @@ TOKENS = Table("execution_tokens", "token_id", ExecutionToken)
 POLICIES = Table("policies", "policy_id", Policy)
 LOCKS = Table("locks", "lock_id", Lock)
 REPORTS = Table("discovery_reports", "report_id", DiscoveryReport)
+MESSAGE_KEYS = Table("message_keys", "key_id", MessageKey)
+OPERATORS = Table("operators", "operator_id", Operator)
 
 _EVENT_COLUMNS = (
     "seq, event_id, event_type, actor, subject, action, decision, timestamp, payload, notes, "
@@ -188,7 +192,7 @@ _EVENT_COLUMNS = (
 )
 _COUNTED_TABLES = (
     "devices", "controllers", "config_proposals", "execution_tokens", "policies", "locks",
-    "discovery_reports", "events",
+    "discovery_reports", "events", "replay_cache", "message_keys", "operators",
 )  # fmt: skip
 _TERMINAL_PROPOSAL_STATES = (
     ConfigStatus.DENIED, ConfigStatus.EXPIRED, ConfigStatus.EXECUTED, ConfigStatus.FAILED,
@@ -727,6 +731,48 @@ class SqlNIBStore:
     ) -> list[DiscoveryReport]:
         return await self._list(REPORTS, {"lc_id": lc_id}, f" ORDER BY scan_end DESC LIMIT {int(limit)}")
 
+    # --- secure messaging -------------------------------------------------------------------
+
+    async def remember_message(self, message_id: str, sender_id: str, expires_at: datetime) -> bool:
+        """True the first time ``message_id`` is seen; False for a replay (also after a restart)."""
+
+        def work(tx: Tx) -> bool:
+            inserted = tx.execute(
+                "INSERT INTO replay_cache (message_id, sender_id, seen_at, expires_at) "
+                "VALUES (:m, :s, :now, :exp) ON CONFLICT DO NOTHING",
+                {"m": message_id, "s": sender_id, "now": utcnow(), "exp": expires_at},
+            )
+            return inserted == 1
+
+        return await self._db.run(work, write=True)
+
+    @staticmethod
+    def _sweep_replay_cache(tx: Tx, now: datetime) -> int:
+        return tx.execute("DELETE FROM replay_cache WHERE expires_at < :now", {"now": now})
+
+    async def sweep_replay_cache(self, now: datetime | None = None) -> int:
+        return await self._db.run(lambda tx: self._sweep_replay_cache(tx, now or utcnow()), write=True)
+
+    async def put_message_key(
+        self, key: MessageKey, *, events: Sequence[EventDraft] = ()
+    ) -> NIBResult[MessageKey]:
+        return await self._mutate(lambda tx, now: self._put(tx, MESSAGE_KEYS, key, now), events)
+
+    async def list_message_keys(self, *, owner_id: str | None = None) -> list[MessageKey]:
+        return await self._list(MESSAGE_KEYS, {"owner_id": owner_id}, " ORDER BY owner_id, not_before")
+
+    async def put_operator(
+        self, operator: Operator, *, events: Sequence[EventDraft] = ()
+    ) -> NIBResult[Operator]:
+        return await self._mutate(lambda tx, now: self._put(tx, OPERATORS, operator, now), events)
+
+    async def get_operator_by_token_hash(self, token_hash: str) -> Operator | None:
+        found = await self._list(OPERATORS, {"token_hash": token_hash})
+        return found[0] if found else None
+
+    async def list_operators(self) -> list[Operator]:
+        return await self._list(OPERATORS, {}, " ORDER BY name")
+
     # --- housekeeping -----------------------------------------------------------------------
 
     async def sweep_retention(
@@ -767,6 +813,7 @@ class SqlNIBStore:
                     {"cutoff": at - policy.report_purge_after},
                 ),
                 "locks_expired": self._expire_locks(tx, at),
+                "replay_entries_purged": self._sweep_replay_cache(tx, at),
                 "locks_purged": tx.execute(
                     "DELETE FROM locks WHERE status <> :active AND updated_at < :cutoff",
                     {"active": LockStatus.ACTIVE.value, "cutoff": at - policy.lock_purge_after},

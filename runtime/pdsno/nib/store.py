@@ -27,6 +27,8 @@ from pdsno.nib.models import (
     ExecutionToken,
     Lock,
     LockType,
+    MessageKey,
+    Operator,
     Policy,
     PolicyScope,
 )
@@ -212,6 +214,25 @@ class NIBStore(Protocol):
     async def list_discovery_reports(
         self, *, lc_id: str | None = None, limit: int = 100
     ) -> list[DiscoveryReport]: ...
+
+    # secure messaging ----------------------------------------------------------------------
+    async def remember_message(self, message_id: str, sender_id: str, expires_at: datetime) -> bool: ...
+
+    async def sweep_replay_cache(self, now: datetime | None = None) -> int: ...
+
+    async def put_message_key(
+        self, key: MessageKey, *, events: Sequence[EventDraft] = ()
+    ) -> NIBResult[MessageKey]: ...
+
+    async def list_message_keys(self, *, owner_id: str | None = None) -> list[MessageKey]: ...
+
+    async def put_operator(
+        self, operator: Operator, *, events: Sequence[EventDraft] = ()
+    ) -> NIBResult[Operator]: ...
+
+    async def get_operator_by_token_hash(self, token_hash: str) -> Operator | None: ...
+
+    async def list_operators(self) -> list[Operator]: ...
 
     # housekeeping --------------------------------------------------------------------------
     async def sweep_retention(
