@@ -29,6 +29,8 @@ APT_PACKAGES=(
     openssl
     git
     make
+    mosquitto          # MQTT broker; tests start their own on 127.0.0.1 (never the packaged service)
+    mosquitto-clients  # mosquitto_sub/mosquitto_pub for tests and operators
 )
 
 apt_missing=()

@@ -420,6 +420,20 @@ class PolicyDefaults(_Section):
         return self
 
 
+class AdmissionSection(_Section):
+    """Controller admission (reference-design §2): what a validator accepts, how a newcomer joins."""
+
+    # Validator side (GC for regional controllers, RC for local ones).
+    valid_regions: list[Slug] = Field(
+        default_factory=list, description="regions regional controllers may serve; empty: any"
+    )
+    challenge_timeout_s: int = Field(default=30, ge=5, le=300)
+    bootstrap_token_ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    # Joining side: the file `pdsno token issue` wrote for this controller (temp id, region, token).
+    bootstrap_file: ConfigPath | None = None
+    retry_interval_s: int = Field(default=10, ge=1, le=3600)
+
+
 class SecuritySection(_Section):
     """Keys and message limits."""
 
@@ -552,7 +566,7 @@ def _fill_derived_defaults(data: dict[str, Any]) -> None:
             security["hmac_key_file"] = data_dir / "hmac.key"
         data["security"] = security
 
-    for name in ("policy", "logging", "retention"):
+    for name in ("policy", "admission", "logging", "retention"):
         section = _fillable(data.get(name))
         if section is not None:
             data[name] = section
@@ -576,6 +590,7 @@ class ControllerConfig(_Section):
         )
     )
     policy: PolicyDefaults = Field(default_factory=PolicyDefaults)
+    admission: AdmissionSection = Field(default_factory=AdmissionSection)
     security: SecuritySection = Field(
         default_factory=lambda: SecuritySection(
             identity_key=DEFAULT_DATA_DIR / "identity.key", hmac_key_file=DEFAULT_DATA_DIR / "hmac.key"

@@ -291,6 +291,9 @@ class MessageKey(_Entity):
 
     key_id: str
     owner_id: str
+    peer_id: str | None = Field(
+        default=None, description="the one controller that verifies it; None for broadcast keys"
+    )
     kind: KeyKind
     material: str = Field(description="base64: the HMAC secret, or the Ed25519 public key")
     not_before: datetime

@@ -462,9 +462,25 @@ class SqlNIBStore:
     # --- controllers ------------------------------------------------------------------------
 
     async def register_controller(
-        self, controller: Controller, *, events: Sequence[EventDraft] = ()
+        self,
+        controller: Controller,
+        *,
+        keys: Sequence[MessageKey] = (),
+        events: Sequence[EventDraft] = (),
     ) -> NIBResult[Controller]:
-        return await self._mutate(lambda tx, now: self._insert(tx, CONTROLLERS, controller, now), events)
+        """Admission's atomic step: the identity, its message keys and the audit event, or nothing."""
+
+        def work(tx: Tx, now: datetime) -> NIBResult[Controller]:
+            result = self._insert(tx, CONTROLLERS, controller, now)
+            if not result.success:
+                return result
+            for key in keys:
+                stored = self._insert(tx, MESSAGE_KEYS, key, now)
+                if not stored.success:
+                    raise NIBError(stored.message, code=ReasonCode.NIB_INTEGRITY)
+            return result
+
+        return await self._mutate(work, events)
 
     async def update_controller(
         self, controller: Controller, *, events: Sequence[EventDraft] = ()

@@ -139,7 +139,11 @@ class NIBStore(Protocol):
 
     # controllers ---------------------------------------------------------------------------
     async def register_controller(
-        self, controller: Controller, *, events: Sequence[EventDraft] = ()
+        self,
+        controller: Controller,
+        *,
+        keys: Sequence[MessageKey] = (),
+        events: Sequence[EventDraft] = (),
     ) -> NIBResult[Controller]: ...
 
     async def update_controller(

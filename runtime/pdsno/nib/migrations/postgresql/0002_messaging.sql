@@ -9,11 +9,13 @@ CREATE TABLE replay_cache (
 );
 CREATE INDEX replay_cache_expiry ON replay_cache (expires_at);
 
--- Keys that sign East/West messages: HMAC secrets issued at admission, Ed25519 public keys of peers.
--- Two keys of one owner overlap while a key is rotated; not_after closes the old one.
+-- Keys that sign East/West messages. Admission issues one HMAC key per direction of a parent-child
+-- pair (owner signs, peer verifies); Ed25519 keys (peer NULL) sign broadcasts. Two keys of one
+-- owner overlap while a key is rotated; not_after closes the old one.
 CREATE TABLE message_keys (
     key_id     TEXT PRIMARY KEY,
     owner_id   TEXT NOT NULL,
+    peer_id    TEXT,
     kind       TEXT NOT NULL CHECK (kind IN ('hmac', 'ed25519')),
     material   TEXT NOT NULL,
     not_before TIMESTAMPTZ NOT NULL,
@@ -22,7 +24,7 @@ CREATE TABLE message_keys (
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );
-CREATE INDEX message_keys_owner ON message_keys (owner_id);
+CREATE INDEX message_keys_owner ON message_keys (owner_id, peer_id);
 
 -- Northbound API users. Only a SHA-256 of each bearer token is kept (tokens are 256-bit random).
 CREATE TABLE operators (
