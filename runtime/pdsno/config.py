@@ -370,6 +370,7 @@ class MQTTSection(_Section):
     username: str | None = None
     password_file: ConfigPath | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    heartbeat_interval_s: int = Field(default=10, ge=1, le=3600)
     outbox_dir: ConfigPath
     tls: TLSSection = Field(default_factory=TLSSection)
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
+from pdsno.admission.identity import load_identity
 from pdsno.audit.chain import ChainReport
 from pdsno.audit.verify import signer_keys, verify_log
 from pdsno.canonical import format_ts
-from pdsno.cli.common import config_option, emit_json, identity_signer, json_option, load, open_store, run
+from pdsno.cli.common import config_option, emit_json, identity_signer, json_option, load, run
+from pdsno.controller.nib_setup import open_configured_nib
 from pdsno.nib.models import Event
 
 EXIT_TAMPERED = 3
@@ -30,9 +32,13 @@ def verify(config_path: Path, as_json: bool) -> None:
     signer, _ = identity_signer(config)
 
     async def go() -> ChainReport:
-        store = await open_store(config)
+        store = await open_configured_nib(config)
+        # Before admission the controller signed as its configured (maybe temporary) id, after it as
+        # its assigned id: one key, both names.
+        identity = load_identity(config.controller.data_dir)
+        names = {signer.signer_id} | ({identity.controller_id} if identity else set())
         try:
-            keys = await signer_keys(store, {signer.signer_id: signer.public_key()})
+            keys = await signer_keys(store, dict.fromkeys(names, signer.public_key()))
             return await verify_log(store, keys)
         finally:
             await store.close()
@@ -73,7 +79,7 @@ def tail(config_path: Path, count: int, as_json: bool) -> None:
     config = load(config_path)
 
     async def go() -> list[Event]:
-        store = await open_store(config)
+        store = await open_configured_nib(config)
         try:
             return await store.last_events(count)
         finally:

@@ -10,9 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pdsno.config import ControllerConfig, load_config, redact_dsn
-from pdsno.nib.connect import open_nib
-from pdsno.nib.sql import SqlNIBStore
+from pdsno.config import ControllerConfig, load_config
 from pdsno.security.keys import Ed25519Signer, load_or_create_private_key, load_private_key
 
 T = TypeVar("T")
@@ -45,33 +43,6 @@ def identity_signer(config: ControllerConfig, *, create: bool = False) -> tuple[
     else:
         key, created = load_private_key(path), False
     return Ed25519Signer(config.controller.id, key), created
-
-
-def nib_location(config: ControllerConfig) -> str:
-    nib = config.nib
-    return (
-        f"sqlite {nib.sqlite_path}" if nib.backend == "sqlite" else f"postgresql {redact_dsn(nib.dsn or '')}"
-    )
-
-
-async def open_store(
-    config: ControllerConfig,
-    *,
-    signer: Ed25519Signer | None = None,
-    create: bool = False,
-    migrate: bool = False,
-) -> SqlNIBStore:
-    nib = config.nib
-    return await open_nib(
-        nib.backend,
-        path=nib.sqlite_path if nib.backend == "sqlite" else None,
-        dsn=nib.dsn,
-        signer=signer,
-        pool_size=nib.pool_size,
-        busy_timeout_ms=nib.busy_timeout_ms,
-        create=create,
-        migrate=migrate,
-    )
 
 
 def emit_json(data: Any) -> None:

@@ -12,6 +12,7 @@ import click
 
 from pdsno import __version__
 from pdsno.cli.audit import audit_group
+from pdsno.cli.controller import controller_group, operator_group, token_group
 from pdsno.cli.nib import nib_group
 from pdsno.errors import ConfigError, PdsnoError
 
@@ -32,8 +33,8 @@ def version() -> None:
     click.echo(__version__)
 
 
-cli.add_command(nib_group)
-cli.add_command(audit_group)
+for group in (nib_group, audit_group, controller_group, token_group, operator_group):
+    cli.add_command(group)
 
 
 def main() -> None:

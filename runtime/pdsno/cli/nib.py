@@ -13,14 +13,12 @@ from pdsno.cli.common import (
     identity_signer,
     json_option,
     load,
-    nib_location,
-    open_store,
     run,
 )
 from pdsno.config import ControllerConfig
+from pdsno.controller.nib_setup import nib_location, open_configured_nib, record_first_start
 from pdsno.nib.models import EventDraft
 from pdsno.nib.store import RetentionPolicy
-from pdsno.security.keys import public_key_b64
 
 
 @click.group("nib")
@@ -36,28 +34,10 @@ def init(config_path: Path) -> None:
     signer, key_created = identity_signer(config, create=True)
 
     async def go() -> tuple[list[int], int, bool]:
-        store = await open_store(config, signer=signer, create=True)
+        store = await open_configured_nib(config, signer=signer, create=True)
         try:
             applied = await store.migrate()
-            first = (await store.audit_head()).seq == 0
-            if first:
-                await store.append_events(
-                    [
-                        EventDraft(
-                            event_type="NIB_INITIALISED",
-                            actor=config.controller.id,
-                            subject=config.controller.id,
-                            action="nib init",
-                            payload={
-                                "backend": store.backend,
-                                "schema_version": await store.schema_version(),
-                                "role": config.controller.role.value,
-                                "region": config.controller.region,
-                                "public_key": public_key_b64(signer.private_key),
-                            },
-                        )
-                    ]
-                )
+            first = await record_first_start(store, config, signer)
             return applied, await store.schema_version(), first
         finally:
             await store.close()
@@ -82,7 +62,7 @@ def migrate(config_path: Path) -> None:
     config = load(config_path)
 
     async def go() -> tuple[list[int], int]:
-        store = await open_store(config, migrate=True)
+        store = await open_configured_nib(config, migrate=True)
         try:
             return await store.migrate(), await store.schema_version()
         finally:
@@ -103,7 +83,7 @@ def stats(config_path: Path, as_json: bool) -> None:
     config = load(config_path)
 
     async def go() -> dict[str, object]:
-        store = await open_store(config)
+        store = await open_configured_nib(config)
         try:
             return await store.stats()
         finally:
@@ -151,7 +131,7 @@ def sweep(config_path: Path, as_json: bool) -> None:
     signer, _ = identity_signer(config)
 
     async def go() -> dict[str, int]:
-        store = await open_store(config, signer=signer)
+        store = await open_configured_nib(config, signer=signer)
         try:
             swept = await store.sweep_retention(retention_policy(config))
             if any(swept.values()):

@@ -215,6 +215,10 @@ class SqlNIBStore:
     def backend(self) -> str:
         return self._db.backend
 
+    def use_signer(self, signer: EventSigner) -> None:
+        """Sign from now on as ``signer`` (a controller takes its assigned id once admitted)."""
+        self._signer = signer
+
     async def close(self) -> None:
         self._db.close()
 

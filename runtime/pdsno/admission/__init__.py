@@ -1,0 +1,1 @@
+"""Controller admission (reference-design §2): bootstrap tokens, challenge/response, identities."""

@@ -1,0 +1,1 @@
+"""A running controller: its NIB, identity, REST server, MQTT link and the work of its tier."""

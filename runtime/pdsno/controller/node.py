@@ -1,0 +1,400 @@
+"""One running controller: ``pdsno controller run --config FILE``.
+
+Start-up: open (and if needed initialise) the NIB, take the identity (the GC is its own root; a
+regional or local controller is admitted by its parent once, then reuses the identity), load the
+message keys, serve REST, connect MQTT and publish signed heartbeats until told to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import uvicorn
+
+from pdsno import __version__
+from pdsno.admission.credentials import identity_key_id
+from pdsno.admission.identity import Identity, load_identity, save_identity
+from pdsno.admission.joiner import adopt, join, read_bootstrap_file
+from pdsno.admission.provisioning import ProvisioningStore
+from pdsno.admission.validator import Validator
+from pdsno.canonical import utcnow
+from pdsno.config import ControllerConfig
+from pdsno.controller.app import Handler, build_app
+from pdsno.controller.nib_setup import open_configured_nib, record_first_start
+from pdsno.errors import ConfigError, PdsnoError, ReasonCode
+from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected, MessageType
+from pdsno.messaging.keys import KeyRing, SigningKey
+from pdsno.messaging.messages import Heartbeat
+from pdsno.messaging.sign import seal
+from pdsno.messaging.verify import Verifier
+from pdsno.nib.models import Controller, ControllerRole, Decision, EventDraft, KeyKind, MessageKey
+from pdsno.nib.retry import retry_on_conflict
+from pdsno.nib.sql import SqlNIBStore
+from pdsno.nib.store import NIBResult
+from pdsno.security.keys import Ed25519Signer, load_or_create_private_key, public_key_b64
+from pdsno.transport import topics
+from pdsno.transport.mqtt import MqttLink
+from pdsno.transport.rest_client import PeerClient, PeerError
+
+log = logging.getLogger(__name__)
+
+PROVISIONING_FILE = "provisioning.sqlite3"
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn that leaves signals to the node, which must say goodbye on MQTT before exiting."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+class ControllerNode:
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        key, _ = load_or_create_private_key(config.security.identity_key)
+        self._key = key
+        self._identity: Identity | None = None
+        self._store: SqlNIBStore | None = None
+        self._verifier: Verifier | None = None
+        self._validator: Validator | None = None
+        self._mqtt: MqttLink | None = None
+        self._server: _EmbeddedServer | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = asyncio.Event()
+        self._started = time.monotonic()
+        self.handlers: dict[MessageType, Handler] = {MessageType.HEARTBEAT: self._on_heartbeat_message}
+
+    # --- what the REST app reads ------------------------------------------------------------
+
+    @property
+    def identity(self) -> Identity:
+        if self._identity is None:
+            raise PdsnoError("the controller has no identity yet")
+        return self._identity
+
+    @property
+    def controller_id(self) -> str:
+        return self.identity.controller_id
+
+    @property
+    def role(self) -> ControllerRole:
+        return ControllerRole(self.config.controller.role.value)
+
+    @property
+    def region(self) -> str | None:
+        return self.config.controller.region
+
+    @property
+    def public_key(self) -> str:
+        return public_key_b64(self._key)
+
+    @property
+    def store(self) -> SqlNIBStore:
+        assert self._store is not None
+        return self._store
+
+    @property
+    def verifier(self) -> Verifier:
+        assert self._verifier is not None
+        return self._verifier
+
+    @property
+    def validator(self) -> Validator | None:
+        return self._validator
+
+    @property
+    def mqtt_connected(self) -> bool:
+        return self._mqtt is not None and self._mqtt.connected
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, stop cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            await self.start()
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        config = self.config
+        for warning in config.warnings():
+            log.warning(warning)
+        local = Ed25519Signer(config.controller.id, self._key)
+        self._store = await open_configured_nib(config, signer=local, create=True)
+        await record_first_start(self._store, config, local)
+        self._identity = await self._take_identity()
+        self._store.use_signer(Ed25519Signer(self.controller_id, self._key))
+        keyring = await KeyRing.load_from(self._store)
+        self._verifier = Verifier(
+            self.controller_id,
+            keyring,
+            self._store,
+            clock_skew_s=config.security.clock_skew_s,
+            max_bytes=config.security.max_message_bytes,
+        )
+        self._validator = self._make_validator()
+        await self._serve_rest()
+        await self._connect_mqtt()
+        log.info("controller started", extra={"controller_id": self.controller_id, "role": self.role.value})
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._mqtt is not None:
+            await self._mqtt.stop()
+            self._mqtt = None
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    # --- identity ---------------------------------------------------------------------------
+
+    async def _take_identity(self) -> Identity:
+        config = self.config
+        data_dir = config.controller.data_dir
+        found = load_identity(data_dir)
+        if found is not None:
+            return found
+        if self.role is ControllerRole.GLOBAL:
+            return await self._become_root(data_dir)
+        return await self._admit()
+
+    async def _become_root(self, data_dir: Path) -> Identity:
+        """The GC is the root of trust: it records itself, with its key, in its own NIB."""
+        me = self.config.controller.id
+        result = await self.store.register_controller(
+            Controller(
+                controller_id=me, role=ControllerRole.GLOBAL, public_key=self.public_key, admitted_at=utcnow()
+            ),
+            keys=[self._identity_message_key(me)],
+            events=[
+                EventDraft(
+                    event_type="ROOT_IDENTITY_CREATED", actor=me, subject=me, decision=Decision.APPROVED
+                )
+            ],
+        )
+        if not result.success and result.error is not ReasonCode.ALREADY_EXISTS:
+            raise PdsnoError(result.message, code=result.error or ReasonCode.INTERNAL_ERROR)
+        identity = Identity(
+            controller_id=me,
+            role=ControllerRole.GLOBAL,
+            region=None,
+            parent_id=None,
+            parent_url=None,
+            admitted_at=utcnow(),
+        )
+        save_identity(data_dir, identity)
+        return identity
+
+    def _identity_message_key(self, owner: str, public_key: str | None = None) -> MessageKey:
+        return MessageKey(
+            key_id=identity_key_id(owner),
+            owner_id=owner,
+            kind=KeyKind.ED25519,
+            material=public_key or self.public_key,
+            not_before=utcnow() - timedelta(seconds=self.config.security.clock_skew_s),
+        )
+
+    async def _admit(self) -> Identity:
+        config = self.config
+        parent = config.controller.parent
+        if parent is None or config.admission.bootstrap_file is None:
+            raise ConfigError(
+                "this controller has no identity yet: set controller.parent and admission.bootstrap_file "
+                "(the file 'pdsno token issue' wrote on the parent)"
+            )
+        ticket = read_bootstrap_file(config.admission.bootstrap_file)
+        client = PeerClient(ca_file=None if config.rest.tls.insecure else config.rest.tls.ca)
+        requested = None if config.controller.is_temporary else config.controller.id
+        own_url = f"{config.rest.scheme}://{config.rest.host}:{config.rest.port}"
+        try:
+            while True:
+                try:
+                    result = await join(
+                        client=client,
+                        parent_url=parent.url,
+                        parent_id=parent.id,
+                        ticket=ticket,
+                        identity_key=Ed25519Signer(ticket.temp_id, self._key),
+                        requested_id=requested,
+                        rest_url=own_url,
+                    )
+                    break
+                except PeerError as exc:
+                    if exc.code is not ReasonCode.PARENT_UNREACHABLE:
+                        raise
+                    log.warning(
+                        "parent unreachable; will retry", extra={"parent": parent.url, "error": exc.message}
+                    )
+                    await asyncio.sleep(config.admission.retry_interval_s)
+        finally:
+            await client.aclose()
+        identity = await adopt(
+            result,
+            store=self.store,
+            data_dir=config.controller.data_dir,
+            identity_key=Ed25519Signer(ticket.temp_id, self._key),
+            parent_url=parent.url,
+        )
+        assert result.issuer_public_key is not None
+        await self.store.put_message_key(
+            self._identity_message_key(identity.parent_id or "", result.issuer_public_key)
+        )
+        log.info("admitted", extra={"assigned_id": identity.controller_id, "parent": identity.parent_id})
+        return identity
+
+    def _make_validator(self) -> Validator | None:
+        if self.role is ControllerRole.LOCAL:
+            return None
+        config = self.config
+        return Validator(
+            signer=Ed25519Signer(self.controller_id, self._key),
+            role=self.role,
+            region=self.region,
+            store=self.store,
+            provisioning=ProvisioningStore(config.controller.data_dir / PROVISIONING_FILE),
+            own_certificate=self.identity.certificate,
+            own_delegation=self.identity.delegation,
+            valid_regions=config.admission.valid_regions,
+            max_per_region=config.policy.max_controllers_per_region,
+            challenge_timeout=timedelta(seconds=config.admission.challenge_timeout_s),
+            clock_skew=timedelta(seconds=config.security.clock_skew_s),
+        )
+
+    # --- REST -------------------------------------------------------------------------------
+
+    async def _serve_rest(self) -> None:
+        rest = self.config.rest
+        tls: dict[str, Any] = {}
+        if not rest.tls.insecure:
+            tls = {"ssl_certfile": str(rest.tls.cert), "ssl_keyfile": str(rest.tls.key)}
+            if rest.tls.ca is not None:
+                tls.update(ssl_ca_certs=str(rest.tls.ca), ssl_cert_reqs=ssl.CERT_OPTIONAL)
+        server_config = uvicorn.Config(
+            build_app(self),
+            host=rest.host,
+            port=rest.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            **tls,
+        )
+        self._server = _EmbeddedServer(server_config)
+        self._tasks.append(asyncio.create_task(self._server.serve(), name="rest"))
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if self._tasks[-1].done() or time.monotonic() > deadline:
+                raise PdsnoError(
+                    f"the REST server could not listen on {rest.host}:{rest.port}",
+                    code=ReasonCode.INTERNAL_ERROR,
+                )
+            await asyncio.sleep(0.02)
+
+    # --- MQTT and heartbeats ----------------------------------------------------------------
+
+    async def _connect_mqtt(self) -> None:
+        mqtt = self.config.mqtt
+        password = mqtt.password_file.read_text().strip() if mqtt.password_file else None
+        self._mqtt = MqttLink(
+            client_id=self.controller_id,
+            host=mqtt.host,
+            port=mqtt.port,
+            username=mqtt.username,
+            password=password,
+            ca_file=None if mqtt.tls.insecure else mqtt.tls.ca,
+            keepalive=mqtt.keepalive_s,
+            outbox_path=mqtt.outbox_dir / "outbox.sqlite3",
+            status_topic=topics.status(self.controller_id),
+            on_refused=self._on_publish_refused,
+        )
+        await self._mqtt.start()
+        # A local controller listens to its parent only; the others to every controller they know.
+        watched = (
+            topics.status(self.identity.parent_id or "+")
+            if self.role is ControllerRole.LOCAL
+            else topics.status("+")
+        )
+        self._mqtt.subscribe(watched, self._on_status, qos=0)
+        self._tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
+
+    def _heartbeat(self, status: Literal["online", "offline"]) -> Envelope:
+        payload = Heartbeat(
+            controller_id=self.controller_id,
+            role=self.role,
+            region=self.region,
+            status=status,
+            uptime_s=round(time.monotonic() - self._started, 3),
+            nib_backend=self.store.backend,
+            version=__version__,
+        )
+        key = SigningKey.from_ed25519(identity_key_id(self.controller_id), self.controller_id, self._key)
+        return seal(
+            MessageType.HEARTBEAT, payload, sender_id=self.controller_id, recipient_id=BROADCAST, key=key
+        )
+
+    async def _heartbeats(self) -> None:
+        assert self._mqtt is not None
+        while True:
+            # Retained, so whoever subscribes later (mosquitto_sub included) sees the latest at once.
+            await self._mqtt.publish(
+                topics.status(self.controller_id), self._heartbeat("online").to_bytes(), qos=0, retain=True
+            )
+            await asyncio.sleep(self.config.mqtt.heartbeat_interval_s)
+
+    async def _on_status(self, topic: str, payload: bytes) -> None:
+        peer = topic.rsplit("/", 1)[-1]
+        # A broadcast channel: heartbeats of controllers we hold no key for are not for us to judge.
+        if payload == b"offline" or peer == self.controller_id or not self.verifier.keyring.keys_of(peer):
+            return
+        try:
+            envelope = await self.verifier.verify(payload, transport="mqtt", source=topic)
+        except MessageRejected:
+            return  # already audited; peers we share no key with are none of our business
+        await self._seen(envelope)
+
+    async def _on_heartbeat_message(self, envelope: Envelope) -> Envelope | None:
+        await self._seen(envelope)
+        return None
+
+    async def _seen(self, envelope: Envelope) -> None:
+        """Record that a peer we know is alive (its heartbeat verified)."""
+        sender = envelope.sender_id
+
+        async def touch() -> NIBResult[Controller]:
+            known = await self.store.get_controller(sender)
+            if known is None:
+                return NIBResult.fail(ReasonCode.NOT_FOUND, sender)
+            return await self.store.update_controller(known.next_version(last_seen=envelope.timestamp))
+
+        await retry_on_conflict(touch)
+
+    async def _on_publish_refused(self, topic: str, reason: str) -> None:
+        await self.store.append_events(
+            [
+                EventDraft(
+                    event_type="MQTT_PUBLISH_REFUSED",
+                    actor=self.controller_id,
+                    subject=topic,
+                    decision=Decision.DENIED,
+                    payload={"reason": reason},
+                )
+            ]
+        )

@@ -1,0 +1,150 @@
+"""The receiving side: one :class:`Verifier` per controller, shared by REST, MQTT and the in-process bus.
+
+Checks run cheapest and least stateful first; the replay cache is written last, only for messages
+that are fresh, addressed here and correctly signed, so unauthenticated traffic cannot fill it. The
+replay cache lives in the NIB, so a restart does not reopen the window.
+
+Every refusal appends one ``MESSAGE_REJECTED`` audit event (claimed sender and message id when the
+envelope parsed; never the payload or the signature) and raises :class:`MessageRejected`. Nothing
+else changes state on a refusal.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Final
+
+from pdsno.canonical import utcnow
+from pdsno.errors import ReasonCode
+from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected
+from pdsno.messaging.keys import KeyRing, key_is_current
+from pdsno.nib.models import Decision, EventDraft
+from pdsno.nib.store import NIBStore
+
+__all__ = ["DEFAULT_CLOCK_SKEW_S", "DEFAULT_MAX_BYTES", "MessageRejected", "Verifier"]
+
+DEFAULT_CLOCK_SKEW_S: Final = 300  # decisions.md C14
+DEFAULT_MAX_BYTES: Final = 1024 * 1024
+MESSAGE_REJECTED_EVENT: Final = "MESSAGE_REJECTED"
+
+_log = logging.getLogger(__name__)
+
+
+class Verifier:
+    """Verifies raw envelopes addressed to ``self_id`` against ``keyring``; records refusals in ``store``."""
+
+    __slots__ = ("_skew", "accept_broadcast", "clock_skew_s", "keyring", "max_bytes", "self_id", "store")
+
+    def __init__(
+        self,
+        self_id: str,
+        keyring: KeyRing,
+        store: NIBStore,
+        *,
+        clock_skew_s: int = DEFAULT_CLOCK_SKEW_S,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        accept_broadcast: bool = True,
+    ) -> None:
+        if clock_skew_s <= 0 or max_bytes <= 0:
+            raise ValueError("clock_skew_s and max_bytes must be positive")
+        self.self_id = self_id
+        self.keyring = keyring
+        self.store = store
+        self.clock_skew_s = clock_skew_s
+        self.max_bytes = max_bytes
+        self.accept_broadcast = accept_broadcast
+        self._skew = timedelta(seconds=clock_skew_s)
+
+    async def verify(
+        self, raw: bytes, *, transport: str, source: str | None = None, now: datetime | None = None
+    ) -> Envelope:
+        """The envelope in ``raw`` once every check passed; :class:`MessageRejected` otherwise.
+
+        ``transport`` ("rest", "mqtt", "bus") and ``source`` (peer address, topic) go into the audit
+        event of a refusal. ``now`` is for tests.
+        """
+        if len(raw) > self.max_bytes:
+            await self._record(ReasonCode.MESSAGE_TOO_LARGE, None, transport, source)
+            raise MessageRejected(
+                f"message of {len(raw)} bytes exceeds the limit of {self.max_bytes}",
+                code=ReasonCode.MESSAGE_TOO_LARGE,
+            )
+        try:
+            envelope = Envelope.parse(raw)
+        except MessageRejected as exc:
+            await self._record(exc.code, None, transport, source)
+            raise
+        return await self.check(envelope, transport=transport, source=source, now=now)
+
+    async def check(
+        self, envelope: Envelope, *, transport: str, source: str | None = None, now: datetime | None = None
+    ) -> Envelope:
+        """Every check after parsing, for a transport that already holds a parsed envelope."""
+        at = now or utcnow()
+
+        def refuse(code: ReasonCode, message: str) -> MessageRejected:
+            return MessageRejected(message, code=code, message_id=envelope.message_id)
+
+        error: MessageRejected | None = None
+        key_id = envelope.key_id
+        key = self.keyring.get(key_id) if key_id is not None else None
+        if not envelope.signature:
+            error = refuse(ReasonCode.UNSIGNED_MESSAGE, "the message is not signed")
+        elif envelope.recipient_id != self.self_id and not (
+            self.accept_broadcast and envelope.recipient_id == BROADCAST
+        ):
+            error = refuse(ReasonCode.MISADDRESSED_MESSAGE, f"the message is not addressed to {self.self_id}")
+        elif at - envelope.timestamp > self._skew:
+            error = refuse(ReasonCode.STALE_TIMESTAMP, f"the message is older than {self.clock_skew_s} s")
+        elif envelope.timestamp - at > self._skew:
+            error = refuse(
+                ReasonCode.FUTURE_TIMESTAMP, f"the message is more than {self.clock_skew_s} s in the future"
+            )
+        elif key is None:
+            error = refuse(ReasonCode.UNKNOWN_KEY, "the message is signed with an unknown key")
+        elif key.peer_id is not None and key.peer_id != self.self_id:
+            # A per-direction key verifies for one controller only; to anyone else it is not a key.
+            error = refuse(ReasonCode.UNKNOWN_KEY, f"key {key.key_id} is not one {self.self_id} verifies")
+        elif key.owner_id != envelope.sender_id:
+            error = refuse(
+                ReasonCode.KEY_NOT_OWNED_BY_SENDER, f"key {key.key_id} does not belong to the sender"
+            )
+        elif not key_is_current(key, at):
+            error = refuse(ReasonCode.KEY_EXPIRED, f"key {key.key_id} is not valid now")
+        elif not self.keyring.verify(key, envelope.signing_bytes(), envelope.signature):
+            error = refuse(ReasonCode.INVALID_SIGNATURE, "the signature does not match the message")
+        elif not await self.store.remember_message(
+            envelope.message_id, envelope.sender_id, envelope.timestamp + self._skew
+        ):
+            error = refuse(ReasonCode.REPLAYED_MESSAGE, "the message was already received")
+        if error is not None:
+            await self._record(error.code, envelope, transport, source)
+            raise error
+        return envelope
+
+    async def _record(
+        self, code: ReasonCode, envelope: Envelope | None, transport: str, source: str | None
+    ) -> None:
+        draft = EventDraft(
+            event_type=MESSAGE_REJECTED_EVENT,
+            actor=self.self_id,
+            subject=envelope.sender_id if envelope is not None else None,
+            action=envelope.message_type.value if envelope is not None else None,
+            decision=Decision.DENIED,
+            payload={
+                "reason": code.value,
+                "message_id": envelope.message_id if envelope is not None else None,
+                "transport": transport,
+                "source": source,
+            },
+        )
+        try:
+            await self.store.append_events([draft])
+        except Exception:
+            # The message stays refused; a NIB that cannot take the audit event must not turn a
+            # 4xx into a 5xx. The failure itself is logged for the operator.
+            _log.exception(
+                "could not record a refused message in the audit log",
+                extra={"reason": code.value, "transport": transport},
+            )
