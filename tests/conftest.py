@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-pytest_plugins = ["tests.runtime.postgres_server"]
+pytest_plugins = ["tests.runtime.postgres_server", "tests.runtime.mosquitto_server"]
 
 _CONTRACT = "tests/runtime/test_nib_contract.py"
 _BACKENDS = ("sqlite", "postgresql")

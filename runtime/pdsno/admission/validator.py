@@ -29,7 +29,7 @@ from pdsno.config import Role as ConfigRole
 from pdsno.config import assigned_controller_id, controller_id_matches
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.messaging.envelope import Envelope
-from pdsno.messaging.keys import new_hmac_key
+from pdsno.messaging.keys import KeyRing, new_hmac_key
 from pdsno.messaging.messages import Challenge, ChallengeResponse, ValidationRequest, ValidationResult
 from pdsno.nib.models import (
     Controller,
@@ -87,6 +87,7 @@ class Validator:
         challenge_timeout: timedelta = timedelta(seconds=30),
         clock_skew: timedelta = timedelta(seconds=300),
         lock_ttl: timedelta = timedelta(seconds=60),
+        keyring: KeyRing | None = None,
     ) -> None:
         if role is ControllerRole.LOCAL:
             raise ValueError("local controllers validate nothing")
@@ -107,6 +108,7 @@ class Validator:
         self._clock_skew = clock_skew
         self._lock_ttl = lock_ttl
         self._pending: dict[str, _PendingChallenge] = {}
+        self._keyring = keyring
 
     @property
     def admits(self) -> ControllerRole:
@@ -349,23 +351,20 @@ class Validator:
                 "certificate_expires_at": certificate.expires_at,
             },
         )
+        keys = [
+            child_key.model_copy(update={"peer_id": me}),
+            own_key.model_copy(update={"peer_id": assigned_id}),
+            # Its identity key verifies what it broadcasts (heartbeats).
+            MessageKey(
+                key_id=identity_key_id(assigned_id),
+                owner_id=assigned_id,
+                kind=KeyKind.ED25519,
+                material=request.public_key,
+                not_before=now - self._clock_skew,
+            ),
+        ]
         try:
-            registered = await self._store.register_controller(
-                controller,
-                keys=[
-                    child_key.model_copy(update={"peer_id": me}),
-                    own_key.model_copy(update={"peer_id": assigned_id}),
-                    # Its identity key verifies what it broadcasts (heartbeats).
-                    MessageKey(
-                        key_id=identity_key_id(assigned_id),
-                        owner_id=assigned_id,
-                        kind=KeyKind.ED25519,
-                        material=request.public_key,
-                        not_before=now - self._clock_skew,
-                    ),
-                ],
-                events=[event],
-            )
+            registered = await self._store.register_controller(controller, keys=keys, events=[event])
         except PdsnoError as exc:
             registered_error: str | None = exc.message
         else:
@@ -388,6 +387,9 @@ class Validator:
                 f"could not record the new identity: {registered_error}",
                 code=ReasonCode.IDENTITY_ASSIGNMENT_FAILED,
             )
+        if self._keyring is not None:
+            for key in keys:  # the newcomer's messages verify from its first heartbeat on
+                self._keyring.add(key)
         return ValidationResult(
             status="APPROVED",
             assigned_id=assigned_id,

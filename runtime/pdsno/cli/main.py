@@ -14,6 +14,7 @@ from pdsno import __version__
 from pdsno.cli.audit import audit_group
 from pdsno.cli.controller import controller_group, operator_group, token_group
 from pdsno.cli.nib import nib_group
+from pdsno.cli.pki import pki_group
 from pdsno.errors import ConfigError, PdsnoError
 
 EXIT_ERROR = 1
@@ -33,7 +34,7 @@ def version() -> None:
     click.echo(__version__)
 
 
-for group in (nib_group, audit_group, controller_group, token_group, operator_group):
+for group in (nib_group, audit_group, controller_group, token_group, operator_group, pki_group):
     cli.add_command(group)
 
 

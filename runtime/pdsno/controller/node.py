@@ -42,6 +42,7 @@ from pdsno.nib.store import NIBResult
 from pdsno.security.keys import Ed25519Signer, load_or_create_private_key, public_key_b64
 from pdsno.transport import topics
 from pdsno.transport.mqtt import MqttLink
+from pdsno.transport.outbox import OUTBOX_FILE_NAME
 from pdsno.transport.rest_client import PeerClient, PeerError
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ class ControllerNode:
             max_per_region=config.policy.max_controllers_per_region,
             challenge_timeout=timedelta(seconds=config.admission.challenge_timeout_s),
             clock_skew=timedelta(seconds=config.security.clock_skew_s),
+            keyring=self.verifier.keyring,
         )
 
     # --- REST -------------------------------------------------------------------------------
@@ -317,22 +319,26 @@ class ControllerNode:
             client_id=self.controller_id,
             host=mqtt.host,
             port=mqtt.port,
-            username=mqtt.username,
+            username=mqtt.username or (self.controller_id if password else None),
             password=password,
-            ca_file=None if mqtt.tls.insecure else mqtt.tls.ca,
-            keepalive=mqtt.keepalive_s,
-            outbox_path=mqtt.outbox_dir / "outbox.sqlite3",
+            outbox_path=mqtt.outbox_dir / OUTBOX_FILE_NAME,
             status_topic=topics.status(self.controller_id),
+            ca_file=mqtt.tls.ca,
+            cert_file=mqtt.tls.cert,
+            key_file=mqtt.tls.key,
+            insecure=mqtt.tls.insecure,
+            keepalive=mqtt.keepalive_s,
             on_refused=self._on_publish_refused,
+            on_connected=lambda _session_present: self._publish_heartbeat(),
+            max_payload_bytes=self.config.security.max_message_bytes,
         )
-        await self._mqtt.start()
         # A local controller listens to its parent only; the others to every controller they know.
+        parent = self.identity.parent_id
         watched = (
-            topics.status(self.identity.parent_id or "+")
-            if self.role is ControllerRole.LOCAL
-            else topics.status("+")
+            topics.status(parent) if self.role is ControllerRole.LOCAL and parent else topics.status_filter()
         )
-        self._mqtt.subscribe(watched, self._on_status, qos=0)
+        self._mqtt.subscribe(watched, self._on_status, qos=0, no_local=True)
+        await self._mqtt.start()
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
 
     def _heartbeat(self, status: Literal["online", "offline"]) -> Envelope:
@@ -350,14 +356,17 @@ class ControllerNode:
             MessageType.HEARTBEAT, payload, sender_id=self.controller_id, recipient_id=BROADCAST, key=key
         )
 
-    async def _heartbeats(self) -> None:
-        assert self._mqtt is not None
-        while True:
+    async def _publish_heartbeat(self) -> None:
+        if self._mqtt is not None:
             # Retained, so whoever subscribes later (mosquitto_sub included) sees the latest at once.
             await self._mqtt.publish(
                 topics.status(self.controller_id), self._heartbeat("online").to_bytes(), qos=0, retain=True
             )
+
+    async def _heartbeats(self) -> None:
+        while True:
             await asyncio.sleep(self.config.mqtt.heartbeat_interval_s)
+            await self._publish_heartbeat()
 
     async def _on_status(self, topic: str, payload: bytes) -> None:
         peer = topic.rsplit("/", 1)[-1]

@@ -16,9 +16,10 @@ directory:
 * ``tls/``: copies of the listener certificates and keys, owned by the user the broker runs as.
 * ``data/`` (or ``persistence_dir``): the broker's persistence database.
 
-Which user reads these files: Mosquitto started as root drops to the user named by ``user`` (default
-``mosquitto``) before it reads the password file, the ACL and the TLS key, and writes its database as that
-user. ``run_as`` picks that user:
+Which user reads these files: Mosquitto started as root switches to the user named by ``user`` (default
+``mosquitto``) at start-up and from then on reads and writes as that user: the persistence database, and
+the password file and ACL again on every SIGHUP reload. So every file here must belong to the user the
+broker runs as. ``run_as`` picks that user:
 
 * ``run_as=None`` (tests, development): the broker keeps the identity of whoever starts it, i.e. the user
   running this function; the config says ``user <that user>`` so a root-started broker does not switch to
@@ -162,7 +163,9 @@ def _check_accounts(accounts: Sequence[BrokerAccount]) -> None:
         if account.role not in BROKER_ROLES:
             raise ConfigError(f"{where}: role must be one of {', '.join(BROKER_ROLES)}", key="role")
         if not isinstance(account.password, str) or len(account.password) < _MIN_PASSWORD:
-            raise ConfigError(f"{where}: password must be at least {_MIN_PASSWORD} characters", key="password")
+            raise ConfigError(
+                f"{where}: password must be at least {_MIN_PASSWORD} characters", key="password"
+            )
         if account.role in ("global", "monitor"):
             if account.region is not None:
                 raise ConfigError(f"{where}: a {account.role} account has no region", key="region")
@@ -190,9 +193,11 @@ def acl_rules(account: BrokerAccount, accounts: Sequence[BrokerAccount]) -> list
     ``pdsno/discovery/<region>/<id>``; a regional controller ``pdsno/policy/<region>`` and
     ``pdsno/events/<region>``; the global controller ``pdsno/policy/global``, ``pdsno/events/system`` and
     ``pdsno/events/#``. Reads: the global controller everything under ``pdsno/#``; a regional controller
-    its region's discovery reports, the status of the controllers of its region and the global policy and
-    system events it relays; a local controller the global policy and its region's policy; a monitor
-    account every status and every event.
+    its region's discovery reports, the status of the controllers of its region and of the global
+    controller (its parent), and the global policy and system events it relays; a local controller the
+    global policy, its region's policy and the status of its region's regional controllers (its parent); a
+    monitor account every status and every event. Status rules name controllers one by one (an MQTT topic
+    level cannot be matched by prefix), so the ACL is re-rendered and reloaded when a controller is added.
     """
     own_status = topics.status(account.username)
     rules: list[tuple[Access, str]] = []
@@ -218,15 +223,21 @@ def acl_rules(account: BrokerAccount, accounts: Sequence[BrokerAccount]) -> list
         rules += [
             ("read", topics.status(other.username))
             for other in sorted(accounts, key=lambda a: a.username)
-            if other.role in ("regional", "local") and other.region == region
+            if other.role == "global" or (other.role in ("regional", "local") and other.region == region)
         ]
     elif account.role == "local":
         assert account.region is not None
+        region = account.region
         rules += [
             ("write", own_status),
-            ("write", topics.discovery(account.region, account.username)),
+            ("write", topics.discovery(region, account.username)),
             ("read", topics.policy_global()),
-            ("read", topics.policy(account.region)),
+            ("read", topics.policy(region)),
+        ]
+        rules += [
+            ("read", topics.status(other.username))
+            for other in sorted(accounts, key=lambda a: a.username)
+            if other.role == "regional" and other.region == region
         ]
     else:  # monitor
         rules += [
@@ -244,10 +255,12 @@ _ACL_HEADER: Final = """\
 #
 #   every controller       write pdsno/status/<its id>               heartbeats; also its last will "offline"
 #   local controller       write pdsno/discovery/<region>/<its id>   discovery reports (C4)
-#                          read  pdsno/policy/global, pdsno/policy/<region>
+#                          read  pdsno/policy/global, pdsno/policy/<region>,
+#                                pdsno/status/<each regional controller of the region>   (its parent)
 #   regional controller    write pdsno/policy/<region>, pdsno/events/<region>
 #                          read  pdsno/discovery/<region>/+, pdsno/status/<each controller of the region>,
-#                                pdsno/policy/global, pdsno/events/system
+#                                pdsno/status/<the global controller>, pdsno/policy/global,
+#                                pdsno/events/system
 #   global controller      write pdsno/policy/global, pdsno/events/system, pdsno/events/#
 #                          read  pdsno/#
 #   monitor                read  pdsno/status/+, pdsno/events/#
@@ -390,9 +403,13 @@ def write_broker_files(
         bind = f" {listener.bind}" if listener.bind else ""
         listener_lines += ["", f"listener {listener.port}{bind}", "protocol mqtt"]
         if listener.is_tls:
-            assert listener.ca is not None and listener.cert is not None and listener.key is not None
+            assert listener.ca is not None
+            assert listener.cert is not None
+            assert listener.key is not None
             stem = tls_dir / f"listener-{listener.port}"
-            ca, cert, key = (stem.with_name(f"{stem.name}-{n}") for n in ("ca.crt", "server.crt", "server.key"))
+            ca, cert, key = (
+                stem.with_name(f"{stem.name}-{n}") for n in ("ca.crt", "server.crt", "server.key")
+            )
             _copy_public(listener.ca, ca)
             _copy_public(listener.cert, cert)
             _copy_secret(listener.key, key)
@@ -422,8 +439,8 @@ def write_broker_files(
             f"password_file {files.password_file}",
             f"acl_file {files.acl_file}",
             "",
-            "# The broker runs as this user (a root-started mosquitto switches to it before reading the",
-            "# password file, the ACL and the TLS key, all owned by it and mode 0600).",
+            "# The broker runs as this user (a root-started mosquitto switches to it at start-up); it owns the",
+            "# password file, the ACL, the TLS key (all 0600) and the persistence directory.",
             f"user {user}",
             "",
             "# Sessions, queued QoS 1 messages and retained messages survive a broker restart.",
