@@ -176,11 +176,17 @@ ConfigPath = Annotated[Path, BeforeValidator(_not_blank), AfterValidator(_resolv
 """A filesystem path; ``~`` expanded, relative paths taken relative to the configuration file's directory."""
 
 
+# MQTT topics put regions beside these words (pdsno/policy/global, pdsno/events/system).
+RESERVED_REGIONS = frozenset({"global", "system"})
+
+
 def _check_slug(value: str) -> str:
     if _SLUG_RE.fullmatch(value) is None:
         raise ValueError(
             "must be 1 to 63 characters, letters, digits, '_' or '-', starting with a letter or a digit"
         )
+    if value.lower() in RESERVED_REGIONS:
+        raise ValueError(f"{value!r} is reserved (MQTT topics use it); choose another region name")
     return value
 
 
@@ -439,7 +445,6 @@ class SecuritySection(_Section):
     """Keys and message limits."""
 
     identity_key: ConfigPath
-    hmac_key_file: ConfigPath
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     clock_skew_s: int = Field(default=300, ge=1, le=3600)
 
@@ -563,8 +568,6 @@ def _fill_derived_defaults(data: dict[str, Any]) -> None:
     if security is not None:
         if security.get("identity_key") is None:
             security["identity_key"] = data_dir / "identity.key"
-        if security.get("hmac_key_file") is None:
-            security["hmac_key_file"] = data_dir / "hmac.key"
         data["security"] = security
 
     for name in ("policy", "admission", "logging", "retention"):
@@ -593,9 +596,7 @@ class ControllerConfig(_Section):
     policy: PolicyDefaults = Field(default_factory=PolicyDefaults)
     admission: AdmissionSection = Field(default_factory=AdmissionSection)
     security: SecuritySection = Field(
-        default_factory=lambda: SecuritySection(
-            identity_key=DEFAULT_DATA_DIR / "identity.key", hmac_key_file=DEFAULT_DATA_DIR / "hmac.key"
-        )
+        default_factory=lambda: SecuritySection(identity_key=DEFAULT_DATA_DIR / "identity.key")
     )
     logging: LoggingSection = Field(default_factory=LoggingSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)

@@ -161,14 +161,13 @@ def test_data_dir_drives_derived_paths_and_relative_paths_follow_the_file(tmp_pa
         tmp_path,
         GLOBAL
         + "  data_dir: state\n"
-        + "security:\n  hmac_key_file: ~/hmac.key\n"
+        + "security:\n  identity_key: ~/identity.key\n"
         + "mqtt:\n  password_file: secrets/mqtt.pw\n  username: gc\n",
     )
     state = tmp_path / "state"
     assert config.controller.data_dir == state
     assert config.nib.path == state / "nib.sqlite3"
-    assert config.security.identity_key == state / "identity.key"
-    assert config.security.hmac_key_file == Path("~/hmac.key").expanduser()
+    assert config.security.identity_key == Path("~/identity.key").expanduser()
     assert config.mqtt.password_file == tmp_path / "secrets" / "mqtt.pw"
     assert config.mqtt.outbox_dir == state / "mqtt-outbox"
     assert config.rest.tls.key == state / "tls" / "controller.key"
@@ -535,3 +534,15 @@ def test_redacted_round_trips(tmp_path: Path) -> None:
     config = load(tmp_path, LOCAL)
     again = parse_config(config.redacted(), environ={})
     assert again.model_dump() == config.model_dump()
+
+
+@pytest.mark.parametrize("region", ["global", "System"])
+def test_regions_that_clash_with_mqtt_topics_are_refused(tmp_path: Path, region: str) -> None:
+    path = tmp_path / "rc.yml"
+    path.write_text(
+        "controller: {id: temp-0b9f1c2e-3d4a-4b5c-8d6e-7f8091a2b3c4, role: regional, "
+        f"region: {region}, parent: {{url: 'https://gc.example.net:8001'}}}}\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    assert "controller.region" in str(refused.value) and "reserved" in str(refused.value)
