@@ -18,16 +18,22 @@ class KeyFileError(PdsnoError):
     code = ReasonCode.AUDIT_KEY_MISSING
 
 
-def write_secret_file(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the first byte on (no window where it is world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def write_file_atomically(path: Path, data: bytes, *, mode: int, dir_mode: int) -> None:
+    """Replace ``path`` in one step, with ``mode`` from the first byte on (whatever the umask)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode & 0o600)
     with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), mode)
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """A key, token or password: readable by its owner only, never for a moment by anyone else."""
+    write_file_atomically(path, data, mode=0o600, dir_mode=0o700)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pdsno.errors import PdsnoError, ReasonCode
-from pdsno.security.keys import write_secret_file
+from pdsno.security.keys import write_file_atomically, write_secret_file
 
 __all__ = [
     "CA_CERT_NAME",
@@ -100,16 +99,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _write_public_file(path: Path, data: bytes) -> None:
-    """Atomically write a certificate (0644: certificates are public)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o644)  # the umask may have taken bits away
-    os.replace(tmp, path)
+    """A certificate: public, 0644."""
+    write_file_atomically(path, data, mode=0o644, dir_mode=0o755)
 
 
 def _read(path: Path, what: str) -> bytes:
