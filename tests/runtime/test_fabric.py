@@ -23,8 +23,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pdsno.canonical import utcnow
+from pdsno.controller.node import audit_publish_refusals
 from pdsno.errors import ReasonCode
 from pdsno.messaging.envelope import Envelope, MessageType
 from pdsno.messaging.keys import SigningKey, new_hmac_key
@@ -32,8 +34,11 @@ from pdsno.messaging.messages import Heartbeat
 from pdsno.messaging.sign import seal, sign_envelope
 from pdsno.nib.connect import open_nib
 from pdsno.nib.models import Controller, ControllerRole, Event
+from pdsno.security.keys import Ed25519Signer
 from pdsno.security.pki import create_ca, issue_certificate
+from pdsno.transport import topics
 from pdsno.transport.broker import BrokerAccount
+from pdsno.transport.mqtt import MqttLink
 from tests.runtime.mosquitto_server import MosquittoServer, read_with_mosquitto_sub
 
 PDSNO = Path(sys.executable).with_name("pdsno")
@@ -299,6 +304,43 @@ def test_a_restarted_controller_keeps_its_identity(running: Deployment) -> None:
     assert lc.stop() == 0  # the attack tests below want no genuine LC traffic
 
 
+def test_a_controller_publishing_on_anothers_topic_is_refused_and_audited(
+    running: Deployment, tmp_path: Path
+) -> None:
+    """LC 2 (its own broker account) tries LC 1's discovery topic: the broker refuses, the node audits."""
+    intruder = "local_cntl_zone-a_2"
+    account = running.broker.account(intruder)
+
+    async def attempt() -> list[Event]:
+        store = await open_nib("sqlite", path=tmp_path / "nib.sqlite3", create=True,
+                               signer=Ed25519Signer(intruder, Ed25519PrivateKey.generate()))  # fmt: skip
+        link = MqttLink(
+            client_id=intruder, host="127.0.0.1", port=running.broker.port, username=intruder,
+            password=account.password, outbox_path=tmp_path / "outbox.sqlite3", status_topic=None,
+            ca_file=running.ca, on_refused=audit_publish_refusals(store, intruder),
+        )  # fmt: skip
+        await link.start()
+        try:
+            assert await link.wait_connected(10)
+            await link.publish(topics.discovery("zone-a", LC), b"forged report", qos=1)
+            assert await link.wait_until_flushed(10)
+            await link.publish(topics.discovery("zone-a", intruder), b"own report", qos=1)
+            assert await link.wait_until_flushed(10)
+        finally:
+            await link.stop()
+        try:
+            return await store.read_events()
+        finally:
+            await store.close()
+
+    events = asyncio.run(attempt())
+    refused = [e for e in events if e.event_type == "MQTT_PUBLISH_REFUSED"]
+    assert [e.subject for e in refused] == [f"pdsno/discovery/zone-a/{LC}"], (
+        "only the forged topic was refused"
+    )
+    assert refused[0].decision.value == "DENIED"
+
+
 # --- the RC's East/West endpoint under attack ------------------------------------------------
 
 
@@ -330,8 +372,9 @@ def post(deployment: Deployment, body: bytes) -> httpx.Response:
 
 
 def rc_state(deployment: Deployment) -> tuple[Any, list[str]]:
+    """What the attacks aim at: the RC's record of the LC (the GC's genuine heartbeats keep arriving)."""
     controllers, events = nib(deployment.nodes[RC])
-    last_seen = {c.controller_id: (c.last_seen, c.version) for c in controllers}
+    last_seen = {c.controller_id: (c.last_seen, c.version) for c in controllers if c.controller_id == LC}
     rejected = [e.payload["reason"] for e in events if e.event_type == "MESSAGE_REJECTED"]
     return last_seen, rejected
 

@@ -13,6 +13,7 @@ import logging
 import signal
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +39,7 @@ from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import Controller, ControllerRole, Decision, EventDraft, KeyKind, MessageKey
 from pdsno.nib.retry import retry_on_conflict
 from pdsno.nib.sql import SqlNIBStore
-from pdsno.nib.store import NIBResult
+from pdsno.nib.store import NIBResult, NIBStore
 from pdsno.security.keys import Ed25519Signer, load_or_create_private_key, public_key_b64
 from pdsno.transport import topics
 from pdsno.transport.mqtt import MqttLink
@@ -48,6 +49,25 @@ from pdsno.transport.rest_client import PeerClient, PeerError
 log = logging.getLogger(__name__)
 
 PROVISIONING_FILE = "provisioning.sqlite3"
+
+
+def audit_publish_refusals(store: NIBStore, controller_id: str) -> Callable[[str, str], Awaitable[None]]:
+    """What a controller does when the broker refuses one of its publishes: record it, never retry."""
+
+    async def record(topic: str, reason: str) -> None:
+        await store.append_events(
+            [
+                EventDraft(
+                    event_type=ReasonCode.MQTT_PUBLISH_REFUSED.value,
+                    actor=controller_id,
+                    subject=topic,
+                    decision=Decision.DENIED,
+                    payload={"reason": reason},
+                )
+            ]
+        )
+
+    return record
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -328,7 +348,7 @@ class ControllerNode:
             key_file=mqtt.tls.key,
             insecure=mqtt.tls.insecure,
             keepalive=mqtt.keepalive_s,
-            on_refused=self._on_publish_refused,
+            on_refused=audit_publish_refusals(self.store, self.controller_id),
             on_connected=lambda _session_present: self._publish_heartbeat(),
             max_payload_bytes=self.config.security.max_message_bytes,
         )
@@ -337,7 +357,8 @@ class ControllerNode:
         watched = (
             topics.status(parent) if self.role is ControllerRole.LOCAL and parent else topics.status_filter()
         )
-        self._mqtt.subscribe(watched, self._on_status, qos=0, no_local=True)
+        # Live heartbeats only: a retained one seen before a restart would be refused as a replay.
+        self._mqtt.subscribe(watched, self._on_status, qos=0, no_local=True, skip_retained=True)
         await self._mqtt.start()
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
 
@@ -394,16 +415,3 @@ class ControllerNode:
             return await self.store.update_controller(known.next_version(last_seen=envelope.timestamp))
 
         await retry_on_conflict(touch)
-
-    async def _on_publish_refused(self, topic: str, reason: str) -> None:
-        await self.store.append_events(
-            [
-                EventDraft(
-                    event_type="MQTT_PUBLISH_REFUSED",
-                    actor=self.controller_id,
-                    subject=topic,
-                    decision=Decision.DENIED,
-                    payload={"reason": reason},
-                )
-            ]
-        )

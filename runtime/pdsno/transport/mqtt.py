@@ -101,6 +101,7 @@ class _Subscription:
     topic_filter: str
     qos: int
     no_local: bool
+    skip_retained: bool = False
     handlers: list[MessageHandler] = field(default_factory=list)
     made: bool = False
     """Subscribed at least once by this link (later subscriptions do not ask for retained messages)."""
@@ -389,13 +390,22 @@ class MqttLink:
         self._pump()
 
     def subscribe(
-        self, topic_filter: str, handler: MessageHandler, qos: int = 1, *, no_local: bool = False
+        self,
+        topic_filter: str,
+        handler: MessageHandler,
+        qos: int = 1,
+        *,
+        no_local: bool = False,
+        skip_retained: bool = False,
     ) -> None:
         """Call ``await handler(topic, payload)`` for every message matching ``topic_filter``.
 
         The subscription is made now if connected, and again after every reconnect. Several handlers may
-        share a filter. ``no_local``: do not receive this link's own publications. Subscribe **before**
-        :meth:`start`: the broker delivers what it queued for the session as soon as the link connects.
+        share a filter. ``no_local``: do not receive this link's own publications. ``skip_retained``: never
+        receive retained messages at subscription time (MQTT 5 retain handling 2), for channels whose live
+        messages are all that matters, where an old retained one would only be a replay. Subscribe
+        **before** :meth:`start`: the broker delivers what it queued for the session as soon as the link
+        connects.
         """
         if self._stopped:
             raise MqttError(f"MQTT link {self.client_id} is stopped")
@@ -404,7 +414,9 @@ class MqttLink:
             raise MqttError(f"QoS {qos} is not supported (use 0 or 1)")
         sub = self._subscriptions.get(topic_filter)
         if sub is None:
-            sub = self._subscriptions[topic_filter] = _Subscription(topic_filter, qos, no_local)
+            sub = self._subscriptions[topic_filter] = _Subscription(
+                topic_filter, qos, no_local, skip_retained
+            )
         else:
             sub.qos = max(sub.qos, qos)
         sub.handlers.append(handler)
@@ -594,9 +606,12 @@ class MqttLink:
         self._pump()
 
     def _make_subscription(self, sub: _Subscription) -> None:
-        retain = (
-            SubscribeOptions.RETAIN_SEND_IF_NEW_SUB if sub.made else SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE
-        )
+        if sub.skip_retained:
+            retain = SubscribeOptions.RETAIN_DO_NOT_SEND
+        elif sub.made:
+            retain = SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+        else:
+            retain = SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE
         options = SubscribeOptions(qos=sub.qos, noLocal=sub.no_local, retainHandling=retain)
         rc, mid = self._client.subscribe(sub.topic_filter, options=options)
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
