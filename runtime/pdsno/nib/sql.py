@@ -418,9 +418,13 @@ class SqlNIBStore:
         return await self._mutate(lambda tx, now: self._write_device(tx, device, now), events)
 
     async def write_devices(
-        self, devices: Sequence[Device], *, events: Sequence[EventDraft] = ()
+        self,
+        devices: Sequence[Device],
+        *,
+        events: Sequence[EventDraft] = (),
+        events_for_written: Callable[[Sequence[Device]], Sequence[EventDraft]] | None = None,
     ) -> BatchResult[Device]:
-        if events:
+        if events or events_for_written:
             self._require_signer()
 
         def work(tx: Tx) -> BatchResult[Device]:
@@ -432,8 +436,9 @@ class SqlNIBStore:
                     batch.written.append(result.unwrap())
                 else:
                     batch.refused[device.device_id] = result
-            if events:
-                self._append(tx, events, now)
+            drafts = [*events, *(events_for_written(batch.written) if events_for_written else ())]
+            if drafts:
+                self._append(tx, drafts, now)
             return batch
 
         return await self._db.run(work, write=True)

@@ -8,7 +8,7 @@ record commit together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
@@ -125,8 +125,18 @@ class NIBStore(Protocol):
     async def put_device(self, device: Device, *, events: Sequence[EventDraft] = ()) -> NIBResult[Device]: ...
 
     async def write_devices(
-        self, devices: Sequence[Device], *, events: Sequence[EventDraft] = ()
-    ) -> BatchResult[Device]: ...
+        self,
+        devices: Sequence[Device],
+        *,
+        events: Sequence[EventDraft] = (),
+        events_for_written: Callable[[Sequence[Device]], Sequence[EventDraft]] | None = None,
+    ) -> BatchResult[Device]:
+        """Write all ``devices`` in one transaction; per-device refusals do not stop the others.
+
+        ``events_for_written`` derives audit events from the devices that were actually written, so
+        a refused device leaves no event claiming it changed.
+        """
+        ...
 
     async def update_device_status(
         self,
