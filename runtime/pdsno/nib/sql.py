@@ -30,6 +30,7 @@ from pdsno.nib.models import (
     ControllerRole,
     Device,
     DeviceStatus,
+    DeviceType,
     DiscoveryReport,
     Event,
     EventDraft,
@@ -408,11 +409,36 @@ class SqlNIBStore:
         region: str | None = None,
         local_controller: str | None = None,
         status: DeviceStatus | None = None,
+        vendor: str | None = None,
+        device_type: DeviceType | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[Device]:
-        filters = {"region": region, "local_controller": local_controller, "status": status and status.value}
+        filters = {
+            "region": region,
+            "local_controller": local_controller,
+            "status": status and status.value,
+            "vendor": vendor,
+            "device_type": device_type and device_type.value,
+        }
         present = {k: v for k, v in filters.items() if v is not None}
         where = " AND ".join(f"{k} = :{k}" for k in present)
+        if limit is not None:
+            # Page by device id; the children of the page come with it.
+            page = "device_id IN (SELECT device_id FROM devices"
+            page += f" WHERE {where}" if where else ""
+            page += f" ORDER BY device_id LIMIT {int(limit)} OFFSET {int(offset)})"
+            where = page
         return await self._db.run(lambda tx: self._load_devices(tx, where, present), write=False)
+
+    async def count_devices(self, *, region: str | None = None, status: DeviceStatus | None = None) -> int:
+        filters = {"region": region, "status": status and status.value}
+        present = {k: v for k, v in filters.items() if v is not None}
+        where = (" WHERE " + " AND ".join(f"{k} = :{k}" for k in present)) if present else ""
+        row = await self._db.run(
+            lambda tx: tx.one(f"SELECT COUNT(*) AS n FROM devices{where}", present), write=False
+        )
+        return int(row["n"]) if row else 0
 
     async def put_device(self, device: Device, *, events: Sequence[EventDraft] = ()) -> NIBResult[Device]:
         return await self._mutate(lambda tx, now: self._write_device(tx, device, now), events)
@@ -649,6 +675,18 @@ class SqlNIBStore:
         def work(tx: Tx) -> list[Event]:
             rows = tx.all(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT :n", {"n": count})
             return [_event_from_row(r) for r in reversed(rows)]
+
+        return await self._db.run(work, write=False)
+
+    async def events_about(self, subject: str, *, limit: int = 1000) -> list[Event]:
+        """A subject's events, oldest first: a device's history, a controller's admission."""
+
+        def work(tx: Tx) -> list[Event]:
+            rows = tx.all(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE subject = :s ORDER BY seq LIMIT :limit",
+                {"s": subject, "limit": limit},
+            )
+            return [_event_from_row(r) for r in rows]
 
         return await self._db.run(work, write=False)
 

@@ -21,6 +21,7 @@ from pdsno.nib.models import (
     ControllerRole,
     Device,
     DeviceStatus,
+    DeviceType,
     DiscoveryReport,
     Event,
     EventDraft,
@@ -120,7 +121,15 @@ class NIBStore(Protocol):
         region: str | None = None,
         local_controller: str | None = None,
         status: DeviceStatus | None = None,
+        vendor: str | None = None,
+        device_type: DeviceType | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[Device]: ...
+
+    async def count_devices(
+        self, *, region: str | None = None, status: DeviceStatus | None = None
+    ) -> int: ...
 
     async def put_device(self, device: Device, *, events: Sequence[EventDraft] = ()) -> NIBResult[Device]: ...
 
@@ -202,6 +211,8 @@ class NIBStore(Protocol):
     async def read_events(self, *, after_seq: int = 0, limit: int = 1000) -> list[Event]: ...
 
     async def last_events(self, count: int) -> list[Event]: ...
+
+    async def events_about(self, subject: str, *, limit: int = 1000) -> list[Event]: ...
 
     async def audit_head(self) -> AuditHead: ...
 
