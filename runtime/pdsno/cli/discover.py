@@ -1,0 +1,148 @@
+"""``pdsno discover``: find the devices of one or more subnets with ARP, ICMP and SNMP, from here.
+
+It scans from the network namespace (host) it is started in: run it on the local controller's host or
+inside the right namespace (``ip netns exec NS pdsno discover ...``). Raw sockets need root or
+CAP_NET_RAW; without them ARP and ICMP are reported as failed protocols and SNMP still runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from pdsno.cli.common import emit_json, json_option, run
+from pdsno.discovery.probes.snmp import SnmpCredentials, SnmpV3Credential
+from pdsno.discovery.scanner import PROTOCOLS, ScanProgress, ScanResult, ScanTimeouts, scan
+from pdsno.errors import PdsnoError, ReasonCode
+
+DEFAULT_COMMUNITY = "public"
+
+
+class _Progress:
+    """A one-line live counter on stderr (only when stderr is a terminal), at most ten updates a second."""
+
+    def __init__(self, subnets: list[str], enabled: bool) -> None:
+        self.label = ", ".join(subnets)
+        self.enabled = enabled
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, p: ScanProgress) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.1:
+            return
+        self._last = now
+        snmp = p.snmp_answered + p.snmp_failed
+        line = (
+            f"\rscanning {self.label}: {p.responders} responders of {p.targets} addresses, "
+            f"snmp {p.snmp_answered}/{snmp} [{p.elapsed:.1f}s]"
+        )
+        click.echo(line, nl=False, err=True)
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            click.echo("\r\033[K", nl=False, err=True)
+
+
+def _table(result: ScanResult) -> None:
+    rows = [("IP(S)", "MAC", "SYSNAME", "VENDOR", "TYPE", "FOUND BY")]
+    for d in result.devices:
+        rows.append(
+            (
+                ",".join(d.addresses or ([d.ip_address] if d.ip_address else [])),
+                d.mac_address,
+                d.hostname or "-",
+                d.vendor or "-",
+                str(d.device_type),
+                ",".join(d.protocol_caps) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _summary(result: ScanResult) -> str:
+    counts = ", ".join(f"{name} {s.responders}" for name, s in result.stats.items())
+    total = sum(result.targets[k] for k in ("on_link", "off_link"))
+    return (
+        f"{len(result.devices)} devices in {result.duration:.2f}s "
+        f"({total} addresses; responders: {counts or 'none'})"
+    )
+
+
+@click.command("discover")
+@click.option("--subnet", "subnets", multiple=True, required=True, metavar="CIDR",
+              help="IPv4 subnet to scan (repeatable; at most a /16 in total).")  # fmt: skip
+@click.option("--community", "communities", multiple=True, envvar="PDSNO_SNMP_COMMUNITY", metavar="C",
+              help=f"SNMPv2c community, tried in the order given (repeatable; env PDSNO_SNMP_COMMUNITY, "
+              f"space-separated). Default {DEFAULT_COMMUNITY!r} when neither this nor --snmpv3 is given.")  # fmt: skip
+@click.option("--snmpv3", "v3", multiple=True, envvar="PDSNO_SNMPV3", metavar="USER:AUTHPASS:PRIVPASS",
+              help="SNMPv3 authPriv user (SHA + AES-128; append :AUTHPROTO:PRIVPROTO for others, e.g. "
+              ":sha256:aes), tried after the communities fail (repeatable; env PDSNO_SNMPV3).")  # fmt: skip
+@click.option("--no-snmp", is_flag=True, help="Only ARP and ICMP.")
+@click.option("--protocol", "protocols", multiple=True, type=click.Choice(PROTOCOLS),
+              help="Run only these protocols (repeatable; default all, minus snmp with --no-snmp).")  # fmt: skip
+@click.option("--timeout", type=click.FloatRange(0.05, 60.0), default=None, metavar="S",
+              help="Reply timeout in seconds for ARP, ICMP and each SNMP request (default 2, 2 and 1). "
+              "Timeouts adapt to the RTTs measured, this is their ceiling.")  # fmt: skip
+@click.option("--snmp-port", type=click.IntRange(1, 65535), default=161, show_default=True,
+              help="UDP port of the SNMP agents.")  # fmt: skip
+@json_option
+def discover(
+    subnets: tuple[str, ...],
+    communities: tuple[str, ...],
+    v3: tuple[str, ...],
+    no_snmp: bool,
+    protocols: tuple[str, ...],
+    timeout: float | None,
+    snmp_port: int,
+    as_json: bool,
+) -> None:
+    """Discover the devices of one or more subnets (ARP, ICMP, SNMP) and print them.
+
+    Scans from wherever it runs (host or network namespace). Prints a table, or with --json the
+    devices (NIB Device records) with per-protocol statistics. A protocol that fails is reported and
+    the others go on; only when all fail does the command fail (DISCOVERY_CYCLE_FAILED).
+    """
+    wanted = list(protocols) if protocols else [p for p in PROTOCOLS if not (no_snmp and p == "snmp")]
+    if no_snmp and "snmp" in wanted:
+        raise PdsnoError("--no-snmp contradicts --protocol snmp", code=ReasonCode.INVALID_REQUEST)
+    credentials = SnmpCredentials()
+    if "snmp" in wanted:
+        parsed = tuple(SnmpV3Credential.parse(text) for text in v3)
+        credentials = SnmpCredentials(communities or (() if parsed else (DEFAULT_COMMUNITY,)), parsed)
+    progress = _Progress(list(subnets), enabled=not as_json and sys.stderr.isatty())
+    try:
+        result = run(
+            scan(
+                list(subnets),
+                snmp_credentials=credentials,
+                protocols=wanted,
+                timeouts=ScanTimeouts() if timeout is None else ScanTimeouts.uniform(timeout),
+                progress=progress,
+                snmp_port=snmp_port,
+            )
+        )
+    finally:
+        progress.done()
+    for failure in result.failures:
+        click.echo(f"pdsno: warning: {failure.code} {failure.protocol}: {failure.reason}", err=True)
+    if as_json:
+        data: dict[str, Any] = result.as_dict()
+        emit_json(data)
+    else:
+        _table(result)
+        click.echo(_summary(result), err=True)
+    if result.cycle_failed:
+        raise PdsnoError(
+            "every discovery protocol failed ("
+            + "; ".join(f"{f.protocol}: {f.reason}" for f in result.failures)
+            + ")",
+            code=ReasonCode.DISCOVERY_CYCLE_FAILED,
+            failures=[f.as_dict() for f in result.failures],
+        )
