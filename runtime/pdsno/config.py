@@ -23,6 +23,7 @@ import types
 from collections.abc import Hashable, Mapping, Sequence
 from enum import StrEnum
 from importlib import resources
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, NoReturn, Union, get_args, get_origin
 from urllib.parse import urlsplit
@@ -427,6 +428,24 @@ class PolicyDefaults(_Section):
         return self
 
 
+ScanProtocol = Literal["arp", "icmp", "snmp"]
+SCAN_PROTOCOLS: tuple[ScanProtocol, ...] = ("arp", "icmp", "snmp")
+
+
+class DiscoverySection(_Section):
+    """What a local controller scans (reference-design §3 "Targets") and with which credentials."""
+
+    subnets: list[IPv4Network] = Field(default_factory=list, description="on-link subnets this LC scans")
+    protocols: list[ScanProtocol] = Field(default_factory=lambda: list(SCAN_PROTOCOLS))
+    # Credentials are secrets: they live in files (0600), one per line, tried in order.
+    snmp_communities_file: ConfigPath | None = None
+    snmp_v3_file: ConfigPath | None = Field(
+        default=None, description="lines USER:AUTHPASS:PRIVPASS[:AUTHPROTO:PRIVPROTO]"
+    )
+    interval_s: int | None = Field(default=None, ge=10, le=86_400, description="None: policy.discovery_interval_s")
+    anomaly_new_device_threshold: int = Field(default=50, ge=1, le=100_000)
+
+
 class AdmissionSection(_Section):
     """Controller admission (reference-design §2): what a validator accepts, how a newcomer joins."""
 
@@ -570,7 +589,7 @@ def _fill_derived_defaults(data: dict[str, Any]) -> None:
             security["identity_key"] = data_dir / "identity.key"
         data["security"] = security
 
-    for name in ("policy", "admission", "logging", "retention"):
+    for name in ("policy", "admission", "discovery", "logging", "retention"):
         section = _fillable(data.get(name))
         if section is not None:
             data[name] = section
@@ -595,6 +614,7 @@ class ControllerConfig(_Section):
     )
     policy: PolicyDefaults = Field(default_factory=PolicyDefaults)
     admission: AdmissionSection = Field(default_factory=AdmissionSection)
+    discovery: DiscoverySection = Field(default_factory=DiscoverySection)
     security: SecuritySection = Field(
         default_factory=lambda: SecuritySection(identity_key=DEFAULT_DATA_DIR / "identity.key")
     )
