@@ -31,6 +31,18 @@ APT_PACKAGES=(
     make
     mosquitto          # MQTT broker; tests start their own on 127.0.0.1 (never the packaged service)
     mosquitto-clients  # mosquitto_sub/mosquitto_pub for tests and operators
+    # `pdsno lab` (network namespaces): its daemons, and the tools that probe it from inside
+    iproute2           # ip netns / link / route
+    procps             # sysctl (ARP-only devices ignore ICMP echo)
+    snmpd              # one net-snmp agent per simulated SNMP device
+    snmp               # snmpget / snmpwalk (net-snmp tools)
+    openssh-server     # sshd per controller host
+    openssh-client     # ssh (Ansible's connection)
+    netcat-openbsd     # nc: ssh's ProxyCommand into the management namespace
+    iputils-ping       # ping
+    iputils-arping     # arping
+    arp-scan           # ARP sweeps in tests and for operators
+    nmap               # host discovery scans
 )
 
 apt_missing=()

@@ -442,7 +442,9 @@ class DiscoverySection(_Section):
     snmp_v3_file: ConfigPath | None = Field(
         default=None, description="lines USER:AUTHPASS:PRIVPASS[:AUTHPROTO:PRIVPROTO]"
     )
-    interval_s: int | None = Field(default=None, ge=10, le=86_400, description="None: policy.discovery_interval_s")
+    interval_s: int | None = Field(
+        default=None, ge=10, le=86_400, description="None: policy.discovery_interval_s"
+    )
     anomaly_new_device_threshold: int = Field(default=50, ge=1, le=100_000)
 
 

@@ -23,6 +23,7 @@ COMMANDS = {
     "audit": "pdsno.cli.audit:audit_group",
     "controller": "pdsno.cli.controller:controller_group",
     "discover": "pdsno.cli.discover:discover",
+    "lab": "pdsno.cli.lab:lab_group",
     "nib": "pdsno.cli.nib:nib_group",
     "operator": "pdsno.cli.controller:operator_group",
     "pki": "pdsno.cli.pki:pki_group",

@@ -137,6 +137,10 @@ class DiscoverySummary(_Payload):
     anomalies_flagged: list[dict[str, Any]] = Field(default_factory=list)
     lcs_reported: list[str] = Field(default_factory=list)
     lcs_missing: list[str] = Field(default_factory=list)
+    # The device deltas themselves, so the GC's inventory follows the region's (deltas only).
+    new_devices: list[dict[str, Any]] = Field(default_factory=list)
+    updated_devices: list[dict[str, Any]] = Field(default_factory=list)
+    inactive_devices: list[str] = Field(default_factory=list, description="device ids")
 
 
 # --- configuration changes (§5) -------------------------------------------------------------
