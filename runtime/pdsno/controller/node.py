@@ -29,7 +29,9 @@ from pdsno.admission.validator import Validator
 from pdsno.canonical import utcnow
 from pdsno.config import ControllerConfig
 from pdsno.controller.app import Handler, build_app
+from pdsno.controller.discovery_duty import GlobalDiscovery, LocalDiscovery, RegionalDiscovery
 from pdsno.controller.nib_setup import open_configured_nib, record_first_start
+from pdsno.controller.uplink import Uplink
 from pdsno.errors import ConfigError, PdsnoError, ReasonCode
 from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected, MessageType
 from pdsno.messaging.keys import KeyRing, SigningKey
@@ -89,6 +91,8 @@ class ControllerNode:
         self._validator: Validator | None = None
         self._mqtt: MqttLink | None = None
         self._server: _EmbeddedServer | None = None
+        self._peers: PeerClient | None = None
+        self.local_discovery: LocalDiscovery | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
@@ -167,6 +171,7 @@ class ControllerNode:
             max_bytes=config.security.max_message_bytes,
         )
         self._validator = self._make_validator()
+        self._peers = PeerClient(ca_file=None if config.rest.tls.insecure else config.rest.tls.ca)
         await self._serve_rest()
         await self._connect_mqtt()
         log.info("controller started", extra={"controller_id": self.controller_id, "role": self.role.value})
@@ -182,6 +187,9 @@ class ControllerNode:
             self._mqtt = None
         if self._server is not None:
             self._server.should_exit = True
+        if self._peers is not None:
+            await self._peers.aclose()
+            self._peers = None
         if self._store is not None:
             await self._store.close()
             self._store = None
@@ -359,8 +367,34 @@ class ControllerNode:
         )
         # Live heartbeats only: a retained one seen before a restart would be refused as a replay.
         self._mqtt.subscribe(watched, self._on_status, qos=0, no_local=True, skip_retained=True)
+        self._take_up_discovery(self._mqtt)
         await self._mqtt.start()
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
+        if self.local_discovery is not None:
+            self._tasks.append(asyncio.create_task(self.local_discovery.run_forever(), name="discovery"))
+
+    def _take_up_discovery(self, mqtt: MqttLink) -> None:
+        """The tier's part in discovery (reference-design §3): scan, merge regionally, or hold it all."""
+        identity, config = self.identity, self.config
+        uplink = None
+        if identity.parent_id and identity.parent_url and self._peers is not None:
+            uplink = Uplink(self.store, me=self.controller_id, parent_id=identity.parent_id,
+                            parent_url=identity.parent_url, client=self._peers)  # fmt: skip
+        if self.role is ControllerRole.GLOBAL:
+            self.handlers[MessageType.DISCOVERY_SUMMARY] = GlobalDiscovery(
+                self.store, me=self.controller_id
+            ).on_summary
+        elif uplink is not None and self.region is not None:
+            if self.role is ControllerRole.LOCAL:
+                self.local_discovery = LocalDiscovery(config, self.store, me=self.controller_id, region=self.region,
+                                                      uplink=uplink, mqtt=mqtt)  # fmt: skip
+            else:
+                regional = RegionalDiscovery(
+                    self.store, me=self.controller_id, region=self.region, uplink=uplink, verifier=self.verifier,
+                    spike_threshold=config.discovery.anomaly_new_device_threshold,
+                )  # fmt: skip
+                self.handlers[MessageType.DISCOVERY_REPORT] = regional.on_report
+                mqtt.subscribe(topics.discovery_filter(self.region), regional.on_mqtt, qos=1)
 
     def _heartbeat(self, status: Literal["online", "offline"]) -> Envelope:
         payload = Heartbeat(

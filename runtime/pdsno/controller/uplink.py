@@ -1,0 +1,48 @@
+"""The link to the parent controller: signed East/West messages over HTTPS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from pdsno.controller.app import MESSAGES_PATH
+from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.messaging.envelope import MessageType
+from pdsno.messaging.keys import SigningKey, key_is_current
+from pdsno.messaging.sign import seal
+from pdsno.nib.models import KeyKind
+from pdsno.nib.store import NIBStore
+from pdsno.transport.rest_client import PeerClient
+
+
+async def signing_key(store: NIBStore, owner: str, peer: str) -> SigningKey:
+    """``owner``'s newest current HMAC key towards ``peer`` (issued at admission, maybe rotated)."""
+    keys = [
+        k
+        for k in await store.list_message_keys(owner_id=owner)
+        if k.peer_id == peer and k.kind is KeyKind.HMAC and key_is_current(k)
+    ]
+    if not keys:
+        raise PdsnoError(f"{owner} holds no message key towards {peer}", code=ReasonCode.UNKNOWN_KEY)
+    return SigningKey.from_message_key(max(keys, key=lambda k: k.not_before))
+
+
+class Uplink:
+    def __init__(
+        self, store: NIBStore, *, me: str, parent_id: str, parent_url: str, client: PeerClient
+    ) -> None:
+        self.store = store
+        self.me = me
+        self.parent_id = parent_id
+        self.parent_url = parent_url
+        self._client = client
+
+    async def seal(self, message_type: MessageType, payload: BaseModel) -> bytes:
+        key = await signing_key(self.store, self.me, self.parent_id)
+        return seal(message_type, payload, sender_id=self.me, recipient_id=self.parent_id, key=key).to_bytes()
+
+    async def post(self, message_type: MessageType, payload: BaseModel) -> Any:
+        return await self._client.post(
+            self.parent_url + MESSAGES_PATH, await self.seal(message_type, payload)
+        )
