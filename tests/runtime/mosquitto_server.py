@@ -118,6 +118,8 @@ class MosquittoServer:
         run_as: str | None = None,
         autosave_interval_s: int = 60,
         port: int | None = None,
+        host: str = HOST,
+        netns: str | None = None,
     ) -> None:
         self._binary = _find_binary("mosquitto")
         self._owner_pid = os.getpid()
@@ -130,6 +132,10 @@ class MosquittoServer:
         self.key = Path(key)
         self.run_as = run_as
         self.autosave_interval_s = autosave_interval_s
+        # Inside a lab namespace the broker binds the namespace's address; the port need not be free
+        # in the root namespace, but picking one there is as good as any.
+        self.host = host
+        self.netns = netns
         self.port = port or _free_port()
         self.accounts: dict[str, BrokerAccount] = {}
         for spec in accounts:
@@ -217,7 +223,7 @@ class MosquittoServer:
         self._close_log()
         self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - kept open for the process' lifetime
         self._proc = subprocess.Popen(
-            [self._binary, "-c", str(self.files.config)],
+            [*self.netns_argv(), self._binary, "-c", str(self.files.config)],
             stdin=subprocess.DEVNULL,
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
@@ -230,20 +236,37 @@ class MosquittoServer:
             if self._proc.poll() is not None:
                 self._proc = None
                 raise MosquittoError(f"mosquitto exited at start-up:\n{self.log_tail()}")
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=0.5):
+            if self._listening():
                 break
             if time.monotonic() > deadline:
                 self.kill()
                 raise MosquittoError(
-                    f"mosquitto did not listen on {HOST}:{self.port} in {timeout}s\n{self.log_tail()}"
+                    f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s\n{self.log_tail()}"
                 )
             time.sleep(0.02)
         self.start_seconds.append(time.monotonic() - started)
 
+    def netns_argv(self) -> list[str]:
+        """The prefix that runs a command where the broker lives (nothing for the root namespace)."""
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
+
+    def _listening(self) -> bool:
+        if self.netns is None:
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.5):
+                return True
+            return False
+        probe = subprocess.run(
+            [*self.netns_argv(), "ss", "-Hltn", f"sport = :{self.port}"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+        return bool(probe.stdout.strip())
+
     def _render(self) -> BrokerFiles:
         return write_broker_files(
             self.directory,
-            listeners=[Listener.tls(ca=self.ca, cert=self.cert, key=self.key, port=self.port, bind=HOST)],
+            listeners=[
+                Listener.tls(ca=self.ca, cert=self.cert, key=self.key, port=self.port, bind=self.host)
+            ],
             accounts=list(self.accounts.values()),
             run_as=self.run_as,
             autosave_interval_s=self.autosave_interval_s,
@@ -327,6 +350,7 @@ def read_with_mosquitto_sub(
         password = broker.account(username).password
     wait_s = max(1, math.ceil(timeout))
     cmd = [
+        *broker.netns_argv(),
         _find_binary("mosquitto_sub"),
         "-h",
         broker.host,

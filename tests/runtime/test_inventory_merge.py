@@ -9,7 +9,7 @@ from pdsno.canonical import utcnow
 from pdsno.inventory.delta import AppliedDelta, Delta
 from pdsno.inventory.merge import merge_reported
 from pdsno.inventory.report import build_reports, reported_devices
-from pdsno.nib.models import Device, DeviceStatus
+from pdsno.nib.models import Device, DeviceStatus, Interface
 from pdsno.nib.sql import SqlNIBStore
 
 RC = "regional_cntl_zone-a_1"
@@ -46,6 +46,12 @@ async def test_reports_from_two_lcs_merge_by_mac_and_the_fresher_wins(nib: SqlNI
     owner = await nib.get_device(seen_by(LC1, 1).device_id)
     assert owner is not None and owner.local_controller == LC2 and owner.version == 2
     assert await events_of(nib, "DEVICE_LC_REASSIGNED") == [{"from": LC1, "to": LC2}]
+
+    # An update that carries interfaces merges into the stored copy (nested models stay models).
+    with_ports = await merge(nib, LC2, [seen_by(LC2, 1, interfaces=[Interface(if_index=1, name="ge-0/0/0")])])
+    assert with_ports.updated and not with_ports.conflicts
+    stored = await nib.get_device(seen_by(LC1, 1).device_id)
+    assert stored is not None and stored.interfaces == [Interface(if_index=1, name="ge-0/0/0")]
 
     # An older sighting of device 2 by LC2 changes nothing but is logged.
     stale = await merge(nib, LC2, [seen_by(LC2, 2, ago=timedelta(hours=1))])

@@ -85,6 +85,10 @@ def _summary(result: ScanResult) -> str:
               help="SNMPv3 authPriv user (SHA + AES-128; append :AUTHPROTO:PRIVPROTO for others, e.g. "
               ":sha256:aes), tried after the communities fail (repeatable; env PDSNO_SNMPV3).")  # fmt: skip
 @click.option("--no-snmp", is_flag=True, help="Only ARP and ICMP.")
+@click.option("--system-only", is_flag=True,
+              help="SNMP reads the system group only (sysDescr, sysObjectID, sysUpTime, sysName, "
+              "sysServices: one GET per host), not the interface and address tables. Faster; a device "
+              "answering on several addresses is then merged only when ARP shows one MAC.")  # fmt: skip
 @click.option("--protocol", "protocols", multiple=True, type=click.Choice(PROTOCOLS),
               help="Run only these protocols (repeatable; default all, minus snmp with --no-snmp).")  # fmt: skip
 @click.option("--timeout", type=click.FloatRange(0.05, 60.0), default=None, metavar="S",
@@ -98,6 +102,7 @@ def discover(
     communities: tuple[str, ...],
     v3: tuple[str, ...],
     no_snmp: bool,
+    system_only: bool,
     protocols: tuple[str, ...],
     timeout: float | None,
     snmp_port: int,
@@ -126,6 +131,7 @@ def discover(
                 timeouts=ScanTimeouts() if timeout is None else ScanTimeouts.uniform(timeout),
                 progress=progress,
                 snmp_port=snmp_port,
+                snmp_tables=not system_only,
             )
         )
     finally:

@@ -16,7 +16,7 @@ from pdsno.errors import ConfigError, PdsnoError
 from pdsno.inventory.cycle import CycleOutcome, run_cycle
 from pdsno.inventory.intake import GlobalIntake, RegionalIntake
 from pdsno.messaging.envelope import Envelope, MessageRejected, MessageType
-from pdsno.messaging.messages import DiscoveryReport
+from pdsno.messaging.messages import DiscoveryReport, DiscoveryRequest
 from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import Decision, EventDraft
 from pdsno.nib.store import NIBStore
@@ -99,6 +99,12 @@ class LocalDiscovery:
                                  "new": len(report.new_devices), "updated": len(report.updated_devices),
                                  "inactive": len(report.inactive_devices)})]
         )  # fmt: skip
+
+    async def on_request(self, envelope: Envelope) -> Envelope | None:
+        """DISCOVERY_REQUEST from the parent (ON_DEMAND, RC_REQUESTED_OVERDUE): run a cycle now."""
+        request = envelope.payload_as(DiscoveryRequest)
+        await self.once(trigger=request.trigger)
+        return None
 
     async def run_forever(self) -> None:
         interval = self._config.discovery.interval_s or self._config.policy.discovery_interval_s

@@ -388,6 +388,7 @@ class ControllerNode:
             if self.role is ControllerRole.LOCAL:
                 self.local_discovery = LocalDiscovery(config, self.store, me=self.controller_id, region=self.region,
                                                       uplink=uplink, mqtt=mqtt)  # fmt: skip
+                self.handlers[MessageType.DISCOVERY_REQUEST] = self.local_discovery.on_request
             else:
                 regional = RegionalDiscovery(
                     self.store, me=self.controller_id, region=self.region, uplink=uplink, verifier=self.verifier,

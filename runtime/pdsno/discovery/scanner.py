@@ -6,7 +6,10 @@
   hosts that ARP did not resolve are not pinged (the kernel neighbour table holds ~1024 entries machine-
   wide), except as a fallback when ARP itself failed or was not asked for, for at most
   :data:`MAX_UNRESOLVED_ON_LINK` addresses.
-* SNMP queries every address ARP or ICMP saw, as soon as it is seen.
+* SNMP queries every address ARP or ICMP saw, as soon as it is seen: the system group, interfaces and the
+  device's own addresses, or the system group alone with ``snmp_tables=False`` (one GET per host; the
+  table walk is most of SNMP's CPU on a /24, and without the address table a device answering on several
+  addresses is merged only through ARP).
 
 A probe that fails as a whole is recorded as ``SCAN_PROTOCOL_FAILED`` with its reason and the cycle goes
 on with the others; :attr:`ScanResult.cycle_failed` is true only when every probe that ran failed.
@@ -199,10 +202,14 @@ async def scan(
     progress: Callable[[ScanProgress], None] | None = None,
     snmp_port: int = 161,
     snmp_concurrency: int = 100,
+    snmp_tables: bool = True,
     arp_rate_pps: float = 50_000,
     icmp_rate_pps: float = 5_000,
 ) -> ScanResult:
-    """Discover the devices of ``subnets`` from where this process runs (its network namespace)."""
+    """Discover the devices of ``subnets`` from where this process runs (its network namespace).
+
+    ``snmp_tables=False``: SNMP reads the system group only (no interfaces, no own addresses).
+    """
     nets = parse_subnets(subnets)
     wanted = [p for p in PROTOCOLS if p in set(protocols)]
     unknown = set(protocols) - set(PROTOCOLS)
@@ -314,6 +321,7 @@ async def scan(
             retries=t.snmp_retries,
             concurrency=snmp_concurrency,
             port=snmp_port,
+            tables=snmp_tables,
         )
         tasks.append(asyncio.create_task(close_when(snmp_stream, arp_done, icmp_done)))
         tasks.append(asyncio.create_task(run_probe(snmp, snmp_stream, None)))

@@ -69,7 +69,8 @@ async def merge_reported(
                 result.multi_reporter.append((mine.device_id, owner, claimant))
                 continue  # the current owner saw it more recently
             result.reassigned.append((mine.device_id, owner, claimant))
-        taken = incoming.model_dump(exclude=_LOCAL)
+        # Attributes, not a dump: model_copy does not re-validate, nested models must stay models.
+        taken = {name: getattr(incoming, name) for name in Device.model_fields if name not in _LOCAL}
         merged = mine.model_copy(update=taken)
         if any(getattr(mine, f) != getattr(merged, f) for f in (*COMPARED, owner_field)) or (
             merged.last_seen != mine.last_seen
