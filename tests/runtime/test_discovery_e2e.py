@@ -324,3 +324,30 @@ def test_devices_that_stop_return_appear_and_get_renamed(world: World) -> None:
         "DEVICE_UPDATED",
         "DEVICE_UPDATED",
     ]
+
+
+def test_an_operator_discovers_a_region_on_demand_and_follows_it_to_the_end(world: World) -> None:
+    gc = world.procs["gc-1"]
+    added = subprocess.run([str(PDSNO), "operator", "add", "--config", str(gc.config), "--name", "noc", "--role", "operator"],
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    auth = {"Authorization": f"Bearer {added.stdout.strip().splitlines()[-1]}"}
+    target = next(d for d in world.lab.devices() if d.zone == "zone-b" and d.kind == "snmp")
+    world.lab.set_sysname(target.name, "renamed-on-demand")
+    tls = ssl.create_default_context(cafile=str(world.root / "pki" / "ca.crt"))
+    with (
+        world.lab.inside(world.ns("gc-1")),
+        httpx.Client(base_url=world.url("gc-1"), verify=tls, headers=auth, timeout=30) as api,
+    ):
+        started = api.post("/api/v1/discovery", json={"region": "zone-b"})
+        assert started.status_code == 202, started.text
+        request_id = started.json()["request_id"]
+        assert started.json()["targets"] == {"regional_cntl_zone-b_1": "pending"}
+        deadline = time.monotonic() + 90
+        while (view := api.get(f"/api/v1/discovery/{request_id}").json())["status"] == "running":
+            assert time.monotonic() < deadline, view
+            time.sleep(0.5)
+    assert view["status"] == "done", view
+    updates = [d for d in view["deltas"] if d["event_type"] == "DEVICE_UPDATED"]
+    assert [u["payload"]["hostname"] for u in updates] == ["renamed-on-demand"]
+    assert devices(world, "gc-1")[target.mac].hostname == "renamed-on-demand"

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from pdsno.canonical import utcnow
 from pdsno.config import ControllerConfig
-from pdsno.controller.uplink import Uplink
+from pdsno.controller.uplink import Peers, Uplink
 from pdsno.discovery import SnmpCredentials, SnmpV3Credential, scan
 from pdsno.discovery.scanner import ScanResult
-from pdsno.errors import ConfigError, PdsnoError
+from pdsno.errors import ConfigError, PdsnoError, ReasonCode
 from pdsno.inventory.cycle import CycleOutcome, run_cycle
 from pdsno.inventory.intake import GlobalIntake, RegionalIntake
 from pdsno.messaging.envelope import Envelope, MessageRejected, MessageType
 from pdsno.messaging.messages import DiscoveryReport, DiscoveryRequest
 from pdsno.messaging.verify import Verifier
-from pdsno.nib.models import Decision, EventDraft
+from pdsno.nib.models import ControllerRole, ControllerStatus, Decision, Event, EventDraft
 from pdsno.nib.store import NIBStore
 from pdsno.transport import topics
 from pdsno.transport.mqtt import MqttLink
@@ -74,12 +79,13 @@ class LocalDiscovery:
             protocols=self._config.discovery.protocols,
         )
 
-    async def once(self, trigger: str = "SCHEDULED") -> CycleOutcome:
+    async def once(self, trigger: str = "SCHEDULED", request_id: str | None = None) -> CycleOutcome:
         async with self._lock:  # one cycle at a time, whoever triggers it
             outcome = await run_cycle(
                 self._store, self._scan, lc_id=self._me, region=self._region,
                 subnets=[str(s) for s in self._config.discovery.subnets],
                 missed_cycles_before_inactive=self._config.policy.missed_cycles_before_inactive,
+                request_id=request_id,
             )  # fmt: skip
             for report in outcome.reports:
                 await self._send(report, trigger)
@@ -103,7 +109,7 @@ class LocalDiscovery:
     async def on_request(self, envelope: Envelope) -> Envelope | None:
         """DISCOVERY_REQUEST from the parent (ON_DEMAND, RC_REQUESTED_OVERDUE): run a cycle now."""
         request = envelope.payload_as(DiscoveryRequest)
-        await self.once(trigger=request.trigger)
+        await self.once(trigger=request.trigger, request_id=request.request_id)
         return None
 
     async def run_forever(self) -> None:
@@ -117,23 +123,22 @@ class LocalDiscovery:
 
 
 class RegionalDiscovery:
-    """An RC: take LC reports (MQTT or REST), merge them, send the GC a summary with the deltas."""
+    """An RC: take LC reports (MQTT or REST), merge them, send the GC a summary with the deltas;
+    pass the GC's discovery requests on to its LCs."""
 
     def __init__(
-        self,
-        store: NIBStore,
-        *,
-        me: str,
-        region: str,
-        spike_threshold: int,
-        uplink: Uplink,
-        verifier: Verifier,
-    ) -> None:
+        self, store: NIBStore, *, me: str, region: str, spike_threshold: int, peers: Peers, uplink: Uplink,
+        verifier: Verifier, request_timeout_s: float = 120.0,
+    ) -> None:  # fmt: skip
         self._intake = RegionalIntake(store, rc_id=me, region=region, spike_threshold=spike_threshold)
         self._store = store
         self._me = me
+        self._region = region
+        self._peers = peers
         self._uplink = uplink
         self._verifier = verifier
+        self._timeout = request_timeout_s
+        self._awaited: dict[tuple[str, str], asyncio.Event] = {}
 
     async def on_mqtt(self, topic: str, payload: bytes) -> None:
         try:
@@ -144,6 +149,7 @@ class RegionalDiscovery:
             await self.on_report(envelope)
 
     async def on_report(self, envelope: Envelope) -> Envelope | None:
+        report = envelope.payload_as(DiscoveryReport)
         summary = await self._intake.accept(envelope)
         if summary is not None:
             try:
@@ -153,13 +159,128 @@ class RegionalDiscovery:
                     [EventDraft(event_type="DISCOVERY_SUMMARY_NOT_SENT", actor=self._me, subject=summary.summary_id,
                                 decision=Decision.FLAGGED, payload={"code": str(exc.code), "error": exc.message})]
                 )  # fmt: skip
+        if report.request_id and report.chunk_index == report.chunk_count - 1:
+            waiter = self._awaited.get((report.request_id, report.lc_id))
+            if waiter is not None:
+                waiter.set()
         return None
+
+    async def on_request(self, envelope: Envelope) -> Envelope | None:
+        """A DISCOVERY_REQUEST from the GC: run it on this region's LCs, answer once their reports are
+        merged and summarised upward, so the GC can tell when its request has ended."""
+        request = envelope.payload_as(DiscoveryRequest)
+        lcs = [
+            c for c in await self._store.list_controllers(role=ControllerRole.LOCAL, region=self._region)
+            if c.status is ControllerStatus.ACTIVE and c.rest_url and (not request.lc_ids or c.controller_id in request.lc_ids)
+        ]  # fmt: skip
+        await asyncio.gather(*(self._run_on(lc.controller_id, str(lc.rest_url), request) for lc in lcs))
+        return None
+
+    async def _run_on(self, lc_id: str, url: str, request: DiscoveryRequest) -> None:
+        waiter = self._awaited.setdefault((request.request_id, lc_id), asyncio.Event())
+        try:
+            await self._peers.post(
+                lc_id, url, MessageType.DISCOVERY_REQUEST, request.model_copy(update={"lc_ids": []})
+            )
+            await asyncio.wait_for(waiter.wait(), self._timeout)
+        except (PdsnoError, TimeoutError) as exc:
+            await self._store.append_events(
+                [EventDraft(event_type="DISCOVERY_REQUEST_FAILED", actor=self._me, subject=lc_id, decision=Decision.FLAGGED,
+                            payload={"request_id": request.request_id, "error": str(exc) or "timed out"})]
+            )  # fmt: skip
+        finally:
+            self._awaited.pop((request.request_id, lc_id), None)
+
+
+DEVICE_EVENTS = frozenset({"DEVICE_DISCOVERED", "DEVICE_UPDATED", "DEVICE_INACTIVE", "DEVICE_LC_REASSIGNED"})
+
+
+@dataclass(slots=True)
+class DiscoveryRun:
+    """One operator request, followed to its end: every targeted RC has answered."""
+
+    request_id: str
+    requested_by: str
+    scope: dict[str, Any]
+    started_at: datetime
+    after_seq: int
+    targets: dict[str, str]
+    finished_at: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        if self.finished_at is None:
+            return "running"
+        return "done" if all(v == "done" for v in self.targets.values()) else "partial"
 
 
 class GlobalDiscovery:
-    def __init__(self, store: NIBStore, *, me: str) -> None:
+    """The GC: merge RC summaries into the global inventory; start and follow operator requests."""
+
+    def __init__(self, store: NIBStore, *, me: str, peers: Peers) -> None:
         self._intake = GlobalIntake(store, gc_id=me)
+        self._store = store
+        self._me = me
+        self._peers = peers
+        self.runs: dict[str, DiscoveryRun] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def on_summary(self, envelope: Envelope) -> Envelope | None:
         await self._intake.accept(envelope)
         return None
+
+    async def start(
+        self,
+        *,
+        requested_by: str,
+        region: str | None = None,
+        lc_ids: Sequence[str] = (),
+        subnets: Sequence[str] = (),
+    ) -> DiscoveryRun:
+        rcs = [
+            c for c in await self._store.list_controllers(role=ControllerRole.REGIONAL, region=region)
+            if c.status is ControllerStatus.ACTIVE and c.rest_url
+        ]  # fmt: skip
+        if not rcs:
+            raise PdsnoError(
+                f"no active regional controller serves {region or 'any region'}", code=ReasonCode.NOT_FOUND
+            )
+        request = DiscoveryRequest(
+            request_id=str(uuid.uuid4()), trigger="ON_DEMAND", subnets=list(subnets), lc_ids=list(lc_ids)
+        )
+        scope = {"region": region, "lc_ids": list(lc_ids), "subnets": list(subnets)}
+        await self._store.append_events(
+            [EventDraft(event_type="DISCOVERY_REQUESTED", actor=self._me, subject=request.request_id,
+                        payload={**scope, "requested_by": requested_by, "regional_controllers": [c.controller_id for c in rcs]})]
+        )  # fmt: skip
+        run = DiscoveryRun(
+            request.request_id, requested_by, scope, utcnow(), (await self._store.audit_head()).seq,
+            dict.fromkeys((c.controller_id for c in rcs), "pending"),
+        )  # fmt: skip
+        self.runs[run.request_id] = run
+        task = asyncio.create_task(
+            self._follow(run, request, {c.controller_id: str(c.rest_url) for c in rcs})
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return run
+
+    async def _follow(self, run: DiscoveryRun, request: DiscoveryRequest, urls: dict[str, str]) -> None:
+        async def ask(rc_id: str) -> None:
+            try:
+                await self._peers.post(rc_id, urls[rc_id], MessageType.DISCOVERY_REQUEST, request)
+                run.targets[rc_id] = "done"
+            except PdsnoError as exc:
+                run.targets[rc_id] = f"failed: {exc.code}"
+
+        await asyncio.gather(*(ask(rc_id) for rc_id in urls))
+        run.finished_at = utcnow()
+
+    async def deltas(self, run: DiscoveryRun) -> list[Event]:
+        """The inventory changes recorded since the request started."""
+        found: list[Event] = []
+        after = run.after_seq
+        while page := await self._store.read_events(after_seq=after, limit=1000):
+            found += [e for e in page if e.event_type in DEVICE_EVENTS]
+            after = page[-1].seq
+        return found

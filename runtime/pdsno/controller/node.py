@@ -31,7 +31,7 @@ from pdsno.config import ControllerConfig
 from pdsno.controller.app import Handler, build_app
 from pdsno.controller.discovery_duty import GlobalDiscovery, LocalDiscovery, RegionalDiscovery
 from pdsno.controller.nib_setup import open_configured_nib, record_first_start
-from pdsno.controller.uplink import Uplink
+from pdsno.controller.uplink import Peers, Uplink
 from pdsno.errors import ConfigError, PdsnoError, ReasonCode
 from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected, MessageType
 from pdsno.messaging.keys import KeyRing, SigningKey
@@ -93,6 +93,7 @@ class ControllerNode:
         self._server: _EmbeddedServer | None = None
         self._peers: PeerClient | None = None
         self.local_discovery: LocalDiscovery | None = None
+        self.global_discovery: GlobalDiscovery | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
@@ -376,14 +377,14 @@ class ControllerNode:
     def _take_up_discovery(self, mqtt: MqttLink) -> None:
         """The tier's part in discovery (reference-design §3): scan, merge regionally, or hold it all."""
         identity, config = self.identity, self.config
+        assert self._peers is not None
+        peers = Peers(self.store, me=self.controller_id, client=self._peers)
         uplink = None
-        if identity.parent_id and identity.parent_url and self._peers is not None:
-            uplink = Uplink(self.store, me=self.controller_id, parent_id=identity.parent_id,
-                            parent_url=identity.parent_url, client=self._peers)  # fmt: skip
+        if identity.parent_id and identity.parent_url:
+            uplink = Uplink(peers, parent_id=identity.parent_id, parent_url=identity.parent_url)
         if self.role is ControllerRole.GLOBAL:
-            self.handlers[MessageType.DISCOVERY_SUMMARY] = GlobalDiscovery(
-                self.store, me=self.controller_id
-            ).on_summary
+            self.global_discovery = GlobalDiscovery(self.store, me=self.controller_id, peers=peers)
+            self.handlers[MessageType.DISCOVERY_SUMMARY] = self.global_discovery.on_summary
         elif uplink is not None and self.region is not None:
             if self.role is ControllerRole.LOCAL:
                 self.local_discovery = LocalDiscovery(config, self.store, me=self.controller_id, region=self.region,
@@ -391,10 +392,11 @@ class ControllerNode:
                 self.handlers[MessageType.DISCOVERY_REQUEST] = self.local_discovery.on_request
             else:
                 regional = RegionalDiscovery(
-                    self.store, me=self.controller_id, region=self.region, uplink=uplink, verifier=self.verifier,
-                    spike_threshold=config.discovery.anomaly_new_device_threshold,
+                    self.store, me=self.controller_id, region=self.region, peers=peers, uplink=uplink,
+                    verifier=self.verifier, spike_threshold=config.discovery.anomaly_new_device_threshold,
                 )  # fmt: skip
                 self.handlers[MessageType.DISCOVERY_REPORT] = regional.on_report
+                self.handlers[MessageType.DISCOVERY_REQUEST] = regional.on_request
                 mqtt.subscribe(topics.discovery_filter(self.region), regional.on_mqtt, qos=1)
 
     def _heartbeat(self, status: Literal["online", "offline"]) -> Envelope:

@@ -1,4 +1,4 @@
-"""The link to the parent controller: signed East/West messages over HTTPS."""
+"""Signed East/West messages over HTTPS to the parent and the children."""
 
 from __future__ import annotations
 
@@ -28,21 +28,32 @@ async def signing_key(store: NIBStore, owner: str, peer: str) -> SigningKey:
     return SigningKey.from_message_key(max(keys, key=lambda k: k.not_before))
 
 
-class Uplink:
-    def __init__(
-        self, store: NIBStore, *, me: str, parent_id: str, parent_url: str, client: PeerClient
-    ) -> None:
+class Peers:
+    """Signed messages to the controllers this one shares keys with: its parent and its children."""
+
+    def __init__(self, store: NIBStore, *, me: str, client: PeerClient) -> None:
         self.store = store
         self.me = me
-        self.parent_id = parent_id
-        self.parent_url = parent_url
         self._client = client
 
+    async def seal(self, peer_id: str, message_type: MessageType, payload: BaseModel) -> bytes:
+        key = await signing_key(self.store, self.me, peer_id)
+        return seal(message_type, payload, sender_id=self.me, recipient_id=peer_id, key=key).to_bytes()
+
+    async def post(self, peer_id: str, url: str, message_type: MessageType, payload: BaseModel) -> Any:
+        return await self._client.post(url + MESSAGES_PATH, await self.seal(peer_id, message_type, payload))
+
+
+class Uplink:
+    """The parent, as :class:`Peers` sees it."""
+
+    def __init__(self, peers: Peers, *, parent_id: str, parent_url: str) -> None:
+        self.peers = peers
+        self.parent_id = parent_id
+        self.parent_url = parent_url
+
     async def seal(self, message_type: MessageType, payload: BaseModel) -> bytes:
-        key = await signing_key(self.store, self.me, self.parent_id)
-        return seal(message_type, payload, sender_id=self.me, recipient_id=self.parent_id, key=key).to_bytes()
+        return await self.peers.seal(self.parent_id, message_type, payload)
 
     async def post(self, message_type: MessageType, payload: BaseModel) -> Any:
-        return await self._client.post(
-            self.parent_url + MESSAGES_PATH, await self.seal(message_type, payload)
-        )
+        return await self.peers.post(self.parent_id, self.parent_url, message_type, payload)

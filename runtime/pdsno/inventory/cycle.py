@@ -41,6 +41,7 @@ async def run_cycle(
     subnets: Sequence[str],
     missed_cycles_before_inactive: int,
     policy_version: str | None = None,
+    request_id: str | None = None,
 ) -> CycleOutcome:
     if not subnets:
         await store.append_events(
@@ -69,7 +70,7 @@ async def run_cycle(
     applied = await _apply(store, result, lc_id=lc_id, region=region, threshold=missed_cycles_before_inactive)
     reports = build_reports(
         applied, lc_id=lc_id, region=region, scan_start=started, scan_end=ended,
-        total_seen=len(result.devices), policy_version=policy_version,
+        total_seen=len(result.devices), policy_version=policy_version, request_id=request_id,
     )  # fmt: skip
     return CycleOutcome(result, applied, reports)
 

@@ -97,6 +97,7 @@ def _summary(
         new_devices=[device_wire(d) for d in merged.new],
         updated_devices=[device_wire(d) for d in merged.updated],
         inactive_devices=[d.device_id for d in merged.inactive],
+        request_id=report.request_id,
     )
 
 
@@ -139,7 +140,7 @@ class GlobalIntake:
         ]  # fmt: skip
         events.append(
             EventDraft(event_type="GLOBAL_DISCOVERY_CYCLE_UPDATED", actor=me, subject=summary.region,
-                       payload={"summary_id": summary.summary_id, "rc_id": summary.rc_id,
+                       payload={"summary_id": summary.summary_id, "rc_id": summary.rc_id, "request_id": summary.request_id,
                                 "new": len(merged.new), "updated": len(merged.updated), "inactive": len(merged.inactive),
                                 "anomalies": summary.anomalies_flagged})
         )  # fmt: skip

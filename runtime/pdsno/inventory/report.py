@@ -29,6 +29,7 @@ def build_reports(
     scan_end: datetime,
     total_seen: int,
     policy_version: str | None,
+    request_id: str | None = None,
     chunk_devices: int = CHUNK_DEVICES,
 ) -> list[DiscoveryReport]:
     """The report of one cycle: only what was written, in as many chunks as it takes (at least one)."""
@@ -58,6 +59,7 @@ def build_reports(
             policy_version=policy_version,
             chunk_index=index,
             chunk_count=len(chunks),
+            request_id=request_id,
         )
         for index, chunk in enumerate(chunks)
     ]

@@ -90,6 +90,7 @@ class DiscoveryRequest(_Payload):
     trigger: Literal["SCHEDULED", "ON_DEMAND", "EVENT", "BOOTSTRAP", "RC_REQUESTED_OVERDUE"]
     subnets: list[str] = Field(default_factory=list, description="empty: the policy's discovery_subnets")
     protocols: list[str] = Field(default_factory=list, description="empty: the policy's protocols")
+    lc_ids: list[str] = Field(default_factory=list, description="empty: every LC of the receiving RC")
 
 
 class WriteSummary(_Payload):
@@ -115,6 +116,7 @@ class DiscoveryReport(_Payload):
     policy_version: str | None = None
     chunk_index: int = Field(default=0, ge=0)
     chunk_count: int = Field(default=1, ge=1)
+    request_id: str | None = Field(default=None, description="the DISCOVERY_REQUEST this cycle answers")
 
 
 class DiscoveryReportAck(_Payload):
@@ -141,6 +143,7 @@ class DiscoverySummary(_Payload):
     new_devices: list[dict[str, Any]] = Field(default_factory=list)
     updated_devices: list[dict[str, Any]] = Field(default_factory=list)
     inactive_devices: list[str] = Field(default_factory=list, description="device ids")
+    request_id: str | None = None
 
 
 # --- configuration changes (§5) -------------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from pdsno import __version__
 from pdsno.errors import PdsnoError, ReasonCode
@@ -23,6 +26,17 @@ from pdsno.nib.models import (
 router = APIRouter(prefix="/api/v1", tags=["northbound"])
 
 Viewer = Annotated[Operator, Depends(require(OperatorRole.VIEWER))]
+OperatorRequired = Annotated[Operator, Depends(require(OperatorRole.OPERATOR))]
+
+
+class DiscoveryScope(BaseModel):
+    """What to discover now; nothing set means every region."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: str | None = None
+    lc_ids: list[str] = Field(default_factory=list)
+    subnets: list[str] = Field(default_factory=list)
 
 
 @router.get("/health")
@@ -85,3 +99,60 @@ async def device_history(request: Request, device_id: str, _: Viewer) -> list[Ev
     if await store.get_device(device_id) is None:
         raise PdsnoError(f"no device {device_id}", code=ReasonCode.NOT_FOUND)
     return list(await store.events_about(device_id))
+
+
+def _run_view(run: Any, deltas: list[Event] | None = None) -> dict[str, Any]:
+    view = {
+        "request_id": run.request_id,
+        "status": run.status,
+        "requested_by": run.requested_by,
+        "scope": run.scope,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "targets": run.targets,
+    }
+    if deltas is not None:
+        view["deltas"] = [
+            {
+                "event_type": e.event_type,
+                "device_id": e.subject,
+                "timestamp": e.timestamp,
+                "payload": e.payload,
+            }
+            for e in deltas
+        ]
+    return view
+
+
+def _discovery(request: Request) -> Any:
+    duty = request.app.state.node.global_discovery
+    if duty is None:
+        raise PdsnoError("discovery is not available on this controller", code=ReasonCode.NOT_FOUND)
+    return duty
+
+
+@router.post("/discovery", status_code=202)
+async def start_discovery(
+    request: Request, scope: DiscoveryScope, operator: OperatorRequired
+) -> JSONResponse:
+    """Discover now (ON_DEMAND): the request goes to the regional controllers, which run it on their
+    local controllers; follow it with GET /api/v1/discovery/{request_id}."""
+    run = await _discovery(request).start(
+        requested_by=operator.name, region=scope.region, lc_ids=scope.lc_ids, subnets=scope.subnets
+    )
+    return JSONResponse(jsonable_encoder(_run_view(run)), status_code=202)
+
+
+@router.get("/discovery")
+async def list_discovery(request: Request, _: Viewer) -> list[dict[str, Any]]:
+    return [_run_view(run) for run in _discovery(request).runs.values()]
+
+
+@router.get("/discovery/{request_id}")
+async def follow_discovery(request: Request, request_id: str, _: Viewer) -> dict[str, Any]:
+    """The request's state; once ``status`` is done, ``deltas`` holds every inventory change it caused."""
+    duty = _discovery(request)
+    run = duty.runs.get(request_id)
+    if run is None:
+        raise PdsnoError(f"no discovery request {request_id}", code=ReasonCode.NOT_FOUND)
+    return _run_view(run, await duty.deltas(run))

@@ -354,6 +354,10 @@ DECODE_SLICE = 0.005
 """Seconds of decoding (at least one datagram) before the event loop gets a turn: pyasn1 takes ~0.5 ms for
 a system-group answer and ~4 ms for a 42-varbind GETBULK one, and ARP and ICMP, which time their replies
 when the loop reads them, must not see the SNMP answers' decoding as network delay."""
+DECODE_PAUSE = 0.001
+"""Seconds the loop may sleep between two slices when it has nothing else to do: it then holds no GIL, so
+threads (ARP's senders) can run. Without it, a thread that releases the GIL for every frame it sends waits
+up to the interpreter's switch interval (5 ms) to get it back while decoding keeps it busy."""
 
 
 class V2cTransport:
@@ -515,7 +519,7 @@ class V2cTransport:
             self._draining = self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
-        """Decode inbox datagrams for up to :data:`DECODE_SLICE`; schedule the rest for the next turn."""
+        """Decode inbox datagrams for up to :data:`DECODE_SLICE`; the rest after :data:`DECODE_PAUSE`."""
         self._draining = None
         started, cpu = time.monotonic(), time.process_time()
         while self._inbox:
@@ -530,7 +534,7 @@ class V2cTransport:
                 break
         self.decode_seconds += time.process_time() - cpu
         if self._inbox and self._loop is not None and self._sock is not None:
-            self._draining = self._loop.call_soon(self._drain)
+            self._draining = self._loop.call_later(DECODE_PAUSE, self._drain)
 
     def _on_icmp_error(self, ancdata: list[tuple[int, int, bytes]], addr: Any) -> None:
         target = addr[0] if isinstance(addr, tuple) and addr else None
