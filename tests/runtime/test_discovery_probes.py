@@ -1,8 +1,10 @@
-"""Discovery: pure functions (BER codec, walk, vendors, types, merging, planning) and the real probes
-against a tiny namespace lab (:mod:`tests.runtime.probe_lab`, prefix ``pdsnot-``, 198.19.250.0/24).
+"""Discovery: pure functions (walk, vendors, types, merging, planning), the SNMPv2c transport against a
+pysnmp-built agent on 127.0.0.1, and the real probes against a tiny namespace lab
+(:mod:`tests.runtime.probe_lab`, prefix ``pdsnot-``, 198.19.250.0/24).
 
 Every scan of the lab runs inside the lab's scanner namespace (``ip netns exec pdsnot-scan ...``); the lab
-tests skip when not root or when ``ip``/``snmpd`` are missing.
+tests skip when not root or when ``ip``/``snmpd`` are missing. The loopback agent only ever talks to the
+transport of the same test, on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pyasn1.codec.ber import decoder, encoder
@@ -27,14 +30,24 @@ from pdsno.discovery import scanner as scanner_mod
 from pdsno.discovery.consolidate import collect_seen as _collect_seen
 from pdsno.discovery.consolidate import consolidate, group_addresses, is_virtual_mac
 from pdsno.discovery.netinfo import LocalAddress, parse_ip_addr, plan_targets
-from pdsno.discovery.probes import snmp_ber as ber
+from pdsno.discovery.probes import snmp as snmp_mod
 from pdsno.discovery.probes.arp import arp_request, parse_arp
 from pdsno.discovery.probes.base import Observation, ObservationSink, ProbeStats, RttEstimator, TargetStream
 from pdsno.discovery.probes.icmp import checksum, echo_request, parse_echo_reply
 from pdsno.discovery.probes.snmp import (
+    Oid,
+    SnmpAuthFailure,
     SnmpCredentials,
+    SnmpNoAgent,
     SnmpPduError,
+    SnmpProbe,
+    SnmpTimeout,
     SnmpV3Credential,
+    Special,
+    V2cCodec,
+    V2cSession,
+    V2cTransport,
+    Value,
     collect,
 )
 from pdsno.discovery.scanner import ScanTimeouts, parse_subnets, scan
@@ -50,131 +63,32 @@ from pdsno.nib.models import DeviceType, device_id_for_mac
 from tests.runtime import probe_lab
 from tests.runtime.probe_lab import SECOND_COMMUNITY, V2C_COMMUNITY, V3_USER, ProbeLab
 
-# ------------------------------------------------------------------------------------------ BER codec
-
-
-def _pysnmp_response(varbinds: list[tuple[tuple[int, ...], Any]], *, request_id: int = 7) -> bytes:
-    msg = v2c.Message()
-    v2c.apiMessage.set_defaults(msg)
-    v2c.apiMessage.set_community(msg, "s3cret")
-    pdu = v2c.ResponsePDU()
-    v2c.apiPDU.set_defaults(pdu)
-    v2c.apiPDU.set_request_id(pdu, request_id)
-    v2c.apiPDU.set_varbinds(pdu, varbinds)
-    v2c.apiMessage.set_pdu(msg, pdu)
-    return bytes(encoder.encode(msg))
-
-
-def test_ber_decodes_what_pysnmp_encodes() -> None:
-    oid = (1, 3, 6, 1, 2, 1, 1, 2, 0)
-    data = _pysnmp_response(
-        [
-            ((1, 3, 6, 1, 2, 1, 1, 1, 0), v2c.OctetString(b"Linux box")),
-            (oid, v2c.ObjectIdentifier((1, 3, 6, 1, 4, 1, 30065, 1, 3011, 7048, 427, 3648))),
-            ((1, 3, 6, 1, 2, 1, 1, 3, 0), v2c.TimeTicks(4_294_967_295)),
-            ((1, 3, 6, 1, 2, 1, 1, 7, 0), v2c.Integer(-129)),
-            ((1, 3, 6, 1, 2, 1, 2, 2, 1, 5, 1), v2c.Gauge32(4_294_967_295)),
-            ((1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6, 1), v2c.Counter64(2**64 - 1)),
-            ((1, 3, 6, 1, 2, 1, 4, 20, 1, 1, 10, 0, 0, 1), v2c.IpAddress("10.0.0.1")),
-            ((1, 3, 6, 1, 4, 1, 200_000, 1), v2c.Null("")),
-            ((1, 3, 6, 1, 2, 1, 2, 2, 1, 2, 9), v2c.EndOfMibView()),
-            ((2, 999, 3), v2c.NoSuchInstance()),
-        ],
-        request_id=2**31 - 1,
-    )
-    message = ber.decode_message(data)
-    assert message.version == ber.VERSION_2C
-    assert message.community == b"s3cret"
-    assert message.pdu_type == ber.RESPONSE
-    assert message.request_id == 2**31 - 1
-    assert (message.error_status, message.error_index) == (0, 0)
-    values = [value for _, value in message.varbinds]
-    assert values == [
-        b"Linux box",
-        (1, 3, 6, 1, 4, 1, 30065, 1, 3011, 7048, 427, 3648),
-        4_294_967_295,
-        -129,
-        4_294_967_295,
-        2**64 - 1,
-        b"\x0a\x00\x00\x01",
-        None,
-        ber.Special.END_OF_MIB_VIEW,
-        ber.Special.NO_SUCH_INSTANCE,
-    ]
-    assert message.varbinds[-1][0] == (2, 999, 3)
-    assert message.varbinds[7][0] == (1, 3, 6, 1, 4, 1, 200_000, 1)
-
-
-@pytest.mark.parametrize("request_id", [0, 1, 127, 128, 255, 256, 65_535, 2**31 - 1, -1, -128, -129])
-def test_ber_requests_decode_with_pysnmp(request_id: int) -> None:
-    oids = [(1, 3, 6, 1, 2, 1, 1, 1), (1, 3, 6, 1, 4, 1, 2**32 - 1, 0), (2, 100, 7)]
-    data = ber.encode_request(
-        community=b"pub",
-        request_id=request_id,
-        oids=oids,
-        pdu_type=ber.GET_BULK,
-        non_repeaters=1,
-        max_repetitions=300,
-    )
-    msg, rest = decoder.decode(data, asn1Spec=v2c.Message())
-    assert not rest
-    assert bytes(v2c.apiMessage.get_community(msg)) == b"pub"
-    pdu = v2c.apiMessage.get_pdu(msg)
-    assert int(v2c.apiPDU.get_request_id(pdu)) == request_id
-    assert int(v2c.apiBulkPDU.get_non_repeaters(pdu)) == 1
-    assert int(v2c.apiBulkPDU.get_max_repetitions(pdu)) == 300
-    assert [tuple(o) for o, _ in v2c.apiPDU.get_varbinds(pdu)] == oids
-    # and our decoder reads our own request back
-    again = ber.decode_message(data)
-    assert (again.pdu_type, again.request_id, again.error_status, again.error_index) == (
-        ber.GET_BULK,
-        request_id,
-        1,
-        300,
-    )
-
-
-def test_ber_long_message_and_malformed_input() -> None:
-    many = [((1, 3, 6, 1, 2, 1, 2, 2, 1, 2, i), v2c.OctetString(b"x" * 40)) for i in range(200)]
-    data = _pysnmp_response(many)
-    assert len(data) > 65_535 // 8
-    assert len(ber.decode_message(data).varbinds) == 200
-    for bad in (b"", b"\x30", data[:-1], b"\x30\x03\x02\x01\x03", b"\x30\x80\x00\x00", b"\x04\x00"):
-        with pytest.raises(ber.BerError):
-            ber.decode_message(bad)
-    with pytest.raises(ber.BerError):
-        ber.encode_oid((3, 1))
-    with pytest.raises(ber.BerError):
-        ber.encode_request(community=b"c", request_id=1, oids=[(1, 3)], pdu_type=ber.RESPONSE)
-
-
 # ----------------------------------------------------------------------------------------- SNMP walk
 
 
 class FakeAgent:
-    """A GETBULK-speaking agent over a sorted MIB dict; truncates answers to ``max_varbinds``."""
+    """A GET/GETBULK-speaking agent over a sorted MIB dict; truncates answers to ``max_varbinds``."""
 
     version = "v2c"
 
-    def __init__(self, mib: dict[tuple[int, ...], ber.Value], max_varbinds: int = 1000) -> None:
+    def __init__(self, mib: dict[tuple[int, ...], Value], max_varbinds: int = 1000) -> None:
         self.mib = dict(sorted(mib.items()))
         self.keys = list(self.mib)
         self.max_varbinds = max_varbinds
         self.requests = 0
 
-    def _next(self, oid: tuple[int, ...]) -> tuple[tuple[int, ...], ber.Value]:
+    def _next(self, oid: tuple[int, ...]) -> tuple[tuple[int, ...], Value]:
         for key in self.keys:
             if key > oid:
                 return key, self.mib[key]
-        return oid, ber.Special.END_OF_MIB_VIEW
+        return oid, Special.END_OF_MIB_VIEW
 
-    async def bulk(
-        self,
-        non_repeaters: Sequence[tuple[int, ...]],
-        repeaters: Sequence[tuple[int, ...]],
-        max_repetitions: int,
-    ) -> list[tuple[tuple[int, ...], ber.Value]]:
-        self.requests += 1
+    def answer_get(self, oids: Sequence[Oid]) -> list[tuple[Oid, Value]]:
+        return [(oid, self.mib.get(oid, Special.NO_SUCH_OBJECT)) for oid in oids]
+
+    def answer_bulk(
+        self, non_repeaters: Sequence[Oid], repeaters: Sequence[Oid], max_repetitions: int
+    ) -> list[tuple[Oid, Value]]:
         out = [self._next(oid) for oid in non_repeaters]
         current = list(repeaters)
         for _ in range(max_repetitions if repeaters else 0):
@@ -183,9 +97,19 @@ class FakeAgent:
             current = [oid for oid, _ in row]
         return out[: self.max_varbinds]
 
+    async def get(self, oids: Sequence[Oid]) -> list[tuple[Oid, Value]]:
+        self.requests += 1
+        return self.answer_get(oids)
 
-def _device_mib(interfaces: int, *, ip_mib: str = "old") -> dict[tuple[int, ...], ber.Value]:
-    mib: dict[tuple[int, ...], ber.Value] = {
+    async def bulk(
+        self, non_repeaters: Sequence[Oid], repeaters: Sequence[Oid], max_repetitions: int
+    ) -> list[tuple[Oid, Value]]:
+        self.requests += 1
+        return self.answer_bulk(non_repeaters, repeaters, max_repetitions)
+
+
+def _device_mib(interfaces: int, *, ip_mib: str = "old") -> dict[tuple[int, ...], Value]:
+    mib: dict[tuple[int, ...], Value] = {
         (1, 3, 6, 1, 2, 1, 1, 1, 0): b"Cisco IOS Software, Version 15.2(4)M7",
         (1, 3, 6, 1, 2, 1, 1, 2, 0): (1, 3, 6, 1, 4, 1, 9, 1, 1208),
         (1, 3, 6, 1, 2, 1, 1, 3, 0): 123_456,
@@ -263,11 +187,339 @@ async def test_collect_tolerates_missing_objects_and_errors() -> None:
     assert facts["ip_addresses"] == []
 
     class Failing(FakeAgent):
-        async def bulk(self, *args: Any, **kwargs: Any) -> list[tuple[tuple[int, ...], ber.Value]]:
+        async def bulk(self, *args: Any, **kwargs: Any) -> list[tuple[tuple[int, ...], Value]]:
             raise SnmpPduError(5)
 
     with pytest.raises(SnmpPduError):
         await collect(Failing({}))
+
+
+async def test_collect_system_only_is_one_get() -> None:
+    agent = FakeAgent(_device_mib(60))
+    facts = await collect(agent, tables=False)
+    assert agent.requests == 1
+    assert facts == {
+        "sys_descr": "Cisco IOS Software, Version 15.2(4)M7",
+        "sys_object_id": "1.3.6.1.4.1.9.1.1208",
+        "sys_uptime": 123_456,
+        "sys_name": "core-1",
+        "sys_services": 78,
+        "requests": 1,
+    }  # no tables: neither interfaces nor addresses, not even empty ones
+    assert await collect(FakeAgent({(1, 3, 6, 1, 2, 1, 1, 5, 0): b"bare"}), tables=False) == {
+        "sys_name": "bare",
+        "requests": 1,
+    }  # noSuchObject for the others
+
+
+# ------------------------------------------------------ SNMPv2c over one socket: pysnmp's message API
+
+COMMUNITY = b"s3cret"
+
+
+def _pysnmp_value(value: Value) -> Any:
+    if isinstance(value, Special):
+        return {
+            Special.NO_SUCH_OBJECT: v2c.NoSuchObject,
+            Special.NO_SUCH_INSTANCE: v2c.NoSuchInstance,
+            Special.END_OF_MIB_VIEW: v2c.EndOfMibView,
+        }[value]("")
+    if isinstance(value, bytes):
+        return v2c.OctetString(value)
+    if isinstance(value, tuple):
+        return v2c.ObjectIdentifier(value)
+    if isinstance(value, int):
+        return v2c.Integer(value) if -(2**31) <= value < 2**31 else v2c.Counter64(value)
+    return v2c.Null("")
+
+
+def _pysnmp_message(
+    varbinds: Sequence[tuple[Oid, Any]],
+    *,
+    request_id: int = 7,
+    community: bytes = COMMUNITY,
+    pdu: Any = None,
+    error_status: int = 0,
+    error_index: int = 0,
+) -> bytes:
+    """A v2c message built with pysnmp (a Response PDU unless ``pdu`` is given)."""
+    msg = v2c.Message()
+    v2c.apiMessage.set_defaults(msg)
+    v2c.apiMessage.set_community(msg, community)
+    pdu = v2c.ResponsePDU() if pdu is None else pdu
+    v2c.apiPDU.set_defaults(pdu)
+    v2c.apiPDU.set_request_id(pdu, request_id)
+    v2c.apiPDU.set_error_status(pdu, error_status)
+    v2c.apiPDU.set_error_index(pdu, error_index)
+    v2c.apiPDU.set_varbinds(pdu, list(varbinds))
+    v2c.apiMessage.set_pdu(msg, pdu)
+    return bytes(encoder.encode(msg))
+
+
+def test_codec_reads_answers_as_plain_values() -> None:
+    codec = V2cCodec()
+    data = _pysnmp_message(
+        [
+            ((1, 3, 6, 1, 2, 1, 1, 1, 0), v2c.OctetString(b"Linux box")),
+            (
+                (1, 3, 6, 1, 2, 1, 1, 2, 0),
+                v2c.ObjectIdentifier((1, 3, 6, 1, 4, 1, 30065, 1, 3011, 7048, 427)),
+            ),
+            ((1, 3, 6, 1, 2, 1, 1, 3, 0), v2c.TimeTicks(4_294_967_295)),
+            ((1, 3, 6, 1, 2, 1, 1, 7, 0), v2c.Integer(-129)),
+            ((1, 3, 6, 1, 2, 1, 2, 2, 1, 5, 1), v2c.Gauge32(4_294_967_295)),
+            ((1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6, 1), v2c.Counter64(2**64 - 1)),
+            ((1, 3, 6, 1, 2, 1, 4, 20, 1, 1, 10, 0, 0, 1), v2c.IpAddress("10.0.0.1")),
+            ((1, 3, 6, 1, 4, 1, 200_000, 1), v2c.Null("")),
+            ((1, 3, 6, 1, 2, 1, 2, 2, 1, 2, 9), v2c.EndOfMibView()),
+            ((2, 999, 3), v2c.NoSuchInstance()),
+            ((1, 3, 6, 1, 2, 1, 1, 9, 0), v2c.NoSuchObject()),
+        ],
+        request_id=2**31 - 1,
+    )
+    reply = codec.decode_reply(data)
+    assert reply is not None
+    assert (reply.community, reply.report, reply.request_id) == (COMMUNITY, False, 2**31 - 1)
+    assert (reply.error_status, reply.error_index) == (0, 0)
+    assert [value for _, value in reply.varbinds] == [
+        b"Linux box",
+        (1, 3, 6, 1, 4, 1, 30065, 1, 3011, 7048, 427),
+        4_294_967_295,
+        -129,
+        4_294_967_295,
+        2**64 - 1,
+        b"\x0a\x00\x00\x01",
+        None,
+        Special.END_OF_MIB_VIEW,
+        Special.NO_SUCH_INSTANCE,
+        Special.NO_SUCH_OBJECT,
+    ]
+    assert reply.varbinds[9][0] == (2, 999, 3)
+    report = codec.decode_reply(_pysnmp_message([], pdu=v2c.ReportPDU()))
+    assert report is not None and report.report
+    failed = codec.decode_reply(
+        _pysnmp_message([((1, 3, 6, 1), v2c.Null(""))], error_status=5, error_index=1)
+    )
+    assert failed is not None and (failed.error_status, failed.error_index) == (5, 1)
+    # not an answer: requests, truncated or foreign datagrams, an SNMPv3 message
+    assert codec.decode_reply(_pysnmp_message([], pdu=v2c.GetRequestPDU())) is None
+    for bad in (b"", b"\x30", data[:-1], b"\x30\x03\x02\x01\x03", b"\x04\x00", b"GET / HTTP/1.0\r\n\r\n"):
+        assert codec.decode_reply(bad) is None
+
+
+@pytest.mark.parametrize("request_id", [1, 127, 128, 65_535, 2**31 - 1])
+def test_codec_requests_are_pysnmp_messages(request_id: int) -> None:
+    codec = V2cCodec()
+    oids = [(1, 3, 6, 1, 2, 1, 1, 1), (1, 3, 6, 1, 4, 1, 2**32 - 1, 0), (2, 100, 7)]
+    for _ in range(2):  # the second time from the cached message, with a new request-id
+        data = codec.encode_request(
+            community=b"pub",
+            request_id=request_id,
+            oids=oids,
+            kind=snmp_mod.RequestKind.GET_BULK,
+            non_repeaters=1,
+            max_repetitions=300,
+        )
+        msg, rest = decoder.decode(data, asn1Spec=v2c.Message())
+        assert not rest
+        assert bytes(v2c.apiMessage.get_community(msg)) == b"pub"
+        pdu = v2c.apiMessage.get_pdu(msg)
+        assert isinstance(pdu, v2c.GetBulkRequestPDU)
+        assert int(v2c.apiPDU.get_request_id(pdu)) == request_id
+        assert int(v2c.apiBulkPDU.get_non_repeaters(pdu)) == 1
+        assert int(v2c.apiBulkPDU.get_max_repetitions(pdu)) == 300
+        assert [tuple(o) for o, _ in v2c.apiPDU.get_varbinds(pdu)] == oids
+        request_id = request_id - 1 or 2
+    data = codec.encode_request(community=b"c", request_id=9, oids=oids[:1], kind=snmp_mod.RequestKind.GET)
+    pdu = v2c.apiMessage.get_pdu(decoder.decode(data, asn1Spec=v2c.Message())[0])
+    assert isinstance(pdu, v2c.GetRequestPDU)
+    assert int(v2c.apiPDU.get_request_id(pdu)) == 9
+
+
+class LoopbackAgent(asyncio.DatagramProtocol):
+    """A v2c agent on 127.0.0.1 serving a :class:`FakeAgent`'s MIB, requests read and answers built with
+    pysnmp. Like net-snmp it ignores a wrong community. ``mode``: ``report`` (answers a Report PDU),
+    ``error`` (error-status genErr), ``strays`` (first a wrong request-id and a wrong community), ``mute``.
+    """
+
+    def __init__(self, mib: dict[Oid, Value], *, max_varbinds: int = 1000, mode: str = "") -> None:
+        self.fake = FakeAgent(mib, max_varbinds)
+        self.mode = mode
+        self.requests = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        msg, _ = decoder.decode(data, asn1Spec=v2c.Message())
+        self.requests += 1
+        if bytes(v2c.apiMessage.get_community(msg)) != COMMUNITY or self.mode == "mute":
+            return
+        pdu = v2c.apiMessage.get_pdu(msg)
+        rid = int(v2c.apiPDU.get_request_id(pdu))
+        oids: list[Oid] = [tuple(o) for o, _ in v2c.apiPDU.get_varbinds(pdu)]
+        if isinstance(pdu, v2c.GetBulkRequestPDU):
+            n = int(v2c.apiBulkPDU.get_non_repeaters(pdu))
+            r = int(v2c.apiBulkPDU.get_max_repetitions(pdu))
+            answer = self.fake.answer_bulk(oids[:n], oids[n:], r)
+        else:
+            answer = self.fake.answer_get(oids)
+        varbinds = [(oid, _pysnmp_value(value)) for oid, value in answer]
+        if self.mode == "strays":
+            self.transport.sendto(_pysnmp_message(varbinds, request_id=rid ^ 1), addr)
+            self.transport.sendto(_pysnmp_message(varbinds, request_id=rid, community=b"other"), addr)
+        if self.mode == "report":
+            self.transport.sendto(_pysnmp_message([], request_id=rid, pdu=v2c.ReportPDU()), addr)
+        elif self.mode == "error":
+            self.transport.sendto(
+                _pysnmp_message(varbinds, request_id=rid, error_status=5, error_index=1), addr
+            )
+        else:
+            self.transport.sendto(_pysnmp_message(varbinds, request_id=rid), addr)
+
+
+async def _loopback_agent(
+    mib: dict[Oid, Value], **kwargs: Any
+) -> tuple[asyncio.DatagramTransport, LoopbackAgent, int]:
+    loop = asyncio.get_running_loop()
+    transport, agent = await loop.create_datagram_endpoint(
+        lambda: LoopbackAgent(mib, **kwargs), local_addr=("127.0.0.1", 0)
+    )
+    return transport, agent, transport.get_extra_info("sockname")[1]
+
+
+async def _v2c(port: int, *, ceiling: float = 0.5) -> V2cTransport:
+    transport = V2cTransport(RttEstimator(0.05, ceiling), port=port, codec=V2cCodec())
+    transport.open()
+    return transport
+
+
+@pytest.mark.parametrize("truncate", [1000, 7])
+async def test_v2c_walk_over_one_socket_matches_the_agent(truncate: int) -> None:
+    endpoint, agent, port = await _loopback_agent(_device_mib(60), max_varbinds=truncate)
+    transport = await _v2c(port)
+    try:
+        session = V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=0)
+        facts = await collect(session, max_requests=400)
+        expected = await collect(FakeAgent(_device_mib(60), max_varbinds=truncate), max_requests=400)
+        assert facts == expected
+        assert [i["if_index"] for i in facts["interfaces"]] == list(range(1, 61))
+        assert facts["requests"] == agent.requests == transport.sent > 1
+        system = await collect(
+            V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=0), tables=False
+        )
+        assert system["sys_name"] == "core-1" and system["requests"] == 1
+        assert "interfaces" not in system
+        assert transport.stray == 0
+        assert transport.estimator.samples == transport.received
+        assert transport.decode_seconds > 0
+    finally:
+        await transport.close()
+        endpoint.close()
+
+
+async def test_v2c_many_sessions_pipelined_on_one_socket() -> None:
+    endpoint, agent, port = await _loopback_agent(_device_mib(3))
+    transport = await _v2c(port)
+    try:
+        sessions = [V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=0) for _ in range(50)]
+        results = await asyncio.gather(*(collect(s, tables=n % 2 == 0) for n, s in enumerate(sessions)))
+        assert all(r["sys_name"] == "core-1" for r in results)
+        assert all(len(r["interfaces"]) == 3 for r in results[::2])
+        assert transport.stray == 0
+        assert agent.requests == transport.sent == sum(r["requests"] for r in results)
+    finally:
+        await transport.close()
+        endpoint.close()
+
+
+async def test_v2c_stray_answers_are_not_taken() -> None:
+    endpoint, _agent, port = await _loopback_agent(_device_mib(1), mode="strays")
+    transport = await _v2c(port)
+    try:
+        facts = await collect(V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=0), tables=False)
+        assert facts["sys_name"] == "core-1"
+        await asyncio.sleep(0.05)
+        assert transport.stray == 2  # another request-id, another community
+    finally:
+        await transport.close()
+        endpoint.close()
+
+
+async def test_v2c_failures() -> None:
+    mib = _device_mib(1)
+    for mode, error in (("report", SnmpAuthFailure), ("error", SnmpPduError), ("mute", SnmpTimeout)):
+        endpoint, agent, port = await _loopback_agent(mib, mode=mode)
+        transport = await _v2c(port, ceiling=0.2)
+        try:
+            session = V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=1)
+            started = time.monotonic()
+            with pytest.raises(error):
+                await collect(session)
+            if mode == "mute":  # one retry, each within the adaptive timeout's ceiling
+                assert agent.requests == session.requests == 2
+                assert time.monotonic() - started < 1.0
+        finally:
+            await transport.close()
+            endpoint.close()
+    # a wrong community is ignored by the agent: a timeout, not an answer
+    endpoint, agent, port = await _loopback_agent(mib)
+    transport = await _v2c(port, ceiling=0.2)
+    try:
+        with pytest.raises(SnmpTimeout):
+            await collect(V2cSession(transport, "127.0.0.1", "wrong", retries=0))
+        assert agent.requests == 1
+    finally:
+        await transport.close()
+        endpoint.close()
+
+
+async def test_v2c_port_unreachable_is_no_agent() -> None:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nobody listens there now: the kernel answers ICMP port unreachable
+    transport = await _v2c(port, ceiling=2.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(SnmpNoAgent, match="port unreachable"):
+            await collect(V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=3))
+        assert time.monotonic() - started < 1.0  # not a timeout
+        with pytest.raises(SnmpNoAgent):  # remembered for the rest of the scan
+            await transport.request("127.0.0.1", COMMUNITY, [(1, 3, 6, 1)])
+    finally:
+        await transport.close()
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.seen: list[Observation] = []
+
+    def emit(self, observation: Observation) -> None:
+        self.seen.append(observation)
+
+
+@pytest.mark.parametrize("tables", [True, False])
+async def test_snmp_probe_end_to_end_on_loopback(tables: bool) -> None:
+    endpoint, _agent, port = await _loopback_agent(_device_mib(2))
+    try:
+        probe = SnmpProbe(
+            SnmpCredentials(("nope", COMMUNITY.decode())), port=port, timeout=0.3, tables=tables
+        )
+        sink = _Sink()
+        stats = await probe.run(TargetStream([IPv4Address("127.0.0.1")], closed=True), sink)
+        (obs,) = sink.seen
+        assert obs.fields["reachable"] is True
+        assert obs.fields["sys_name"] == "core-1"
+        assert obs.fields["credential"] == "community #2"
+        assert ("interfaces" in obs.fields) is tables
+        assert stats.responders == 1
+        assert stats.details["tables"] is tables
+        assert stats.details["versions"] == {"v2c": 1}
+    finally:
+        endpoint.close()
 
 
 def test_snmpv3_credential_parsing() -> None:
@@ -657,6 +909,20 @@ async def test_a_failing_protocol_does_not_fail_the_cycle(monkeypatch: pytest.Mo
     assert result.devices == []
 
 
+async def test_scan_hands_system_only_to_snmp(monkeypatch: pytest.MonkeyPatch) -> None:
+    _patch_probes(monkeypatch, {}, [])
+    made: list[dict[str, Any]] = []
+
+    def snmp_probe(*args: Any, **kwargs: Any) -> _FakeProbe:
+        made.append(kwargs)
+        return _FakeProbe("snmp", {}, None, [])
+
+    monkeypatch.setattr(scanner_mod, "SnmpProbe", snmp_probe)
+    await scan(["10.1.0.0/29"], snmp_credentials=SnmpCredentials(("c",)), local=_LOCAL)
+    await scan(["10.1.0.0/29"], snmp_credentials=SnmpCredentials(("c",)), local=_LOCAL, snmp_tables=False)
+    assert [m["tables"] for m in made] == [True, False]
+
+
 async def test_scan_rejects_bad_requests() -> None:
     with pytest.raises(PdsnoError, match="protocols"):
         await scan(["10.0.0.0/30"], protocols=["arp", "telnet"], local=_LOCAL)
@@ -772,6 +1038,35 @@ def test_lab_full_discovery(lab: ProbeLab) -> None:
     assert probes["snmp"]["versions"] == {"v2c": 5, "v3": 1}
     print(f"\nlab scan: pdsno discover {elapsed:.2f}s wall (scan {data['duration_s']:.2f}s)")
     assert data["duration_s"] < 5
+
+
+def test_lab_system_only(lab: ProbeLab) -> None:
+    code, data, stderr, elapsed = discover(lab, *ALL_CREDENTIALS, "--system-only")
+    assert code == 0, stderr
+    assert data["failures"] == []
+    devices = by_ip(data)
+    # without the address and interface tables only ARP merges: the multi-NIC device is two (one per MAC)
+    assert len(devices) == 7
+    assert devices["198.19.250.28"]["hostname"] == "lab-multi"
+    expected = {
+        "198.19.250.21": ("lab-r1", "Cisco", "router", "v2c", "15.2(4)M7"),
+        "198.19.250.22": ("lab-sw2", "Juniper", "switch", "v2c", "12.3R6.6"),
+        "198.19.250.23": ("lab-v3", "Arista", "switch", "v3", "4.28.3M"),
+        "198.19.250.26": ("lab-multi", "net-snmp", "server", "v2c", "6.1.0-pdsno"),
+    }
+    for ip, (name, vendor, kind, version, firmware) in expected.items():
+        device = devices[ip]
+        assert (device["hostname"], device["vendor"], device["device_type"]) == (name, vendor, kind)
+        assert device["firmware_version"] == firmware
+        assert device["snmp_info"]["version"] == version
+        assert device["uptime_seconds"] is not None
+        assert device["interfaces"] == []
+        assert device["snmp_info"]["if_number"] is None  # a system-group GET, no GETBULK
+    assert devices["198.19.250.26"]["addresses"] == ["198.19.250.26", "198.19.250.27"]  # one MAC
+    probes = data["probes"]
+    assert probes["snmp"]["tables"] is False
+    assert probes["snmp"]["versions"] == {"v2c": 5, "v3": 1}
+    print(f"\nlab scan, system only: pdsno discover {elapsed:.2f}s wall (scan {data['duration_s']:.2f}s)")
 
 
 def test_lab_snmpv3_needs_the_right_credentials(lab: ProbeLab) -> None:

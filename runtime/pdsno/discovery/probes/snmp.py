@@ -240,6 +240,7 @@ class V2cCodec:
         self._encode: Any = importlib.import_module("pyasn1.codec.ber.encoder").encode
         self._decode: Any = importlib.import_module("pyasn1.codec.ber.decoder").decode
         self._spec: Any = self.api.Message()
+        self._null: Any = univ.Null
         self._octets: Any = univ.OctetString
         self._integer: Any = univ.Integer
         self._oid: Any = univ.ObjectIdentifier
@@ -317,13 +318,15 @@ class V2cCodec:
 
     def value(self, value: Any) -> Value:
         """A pysnmp (pyasn1) value → its plain form (see :data:`Value`)."""
+        if isinstance(value, self._null):  # before OctetString: pyasn1's Null is one
+            return self._specials.get(type(value))  # noSuchObject and the others; NULL itself is None
         if isinstance(value, self._octets):  # OctetString, IpAddress, Opaque, Bits
             return bytes(value.asOctets())
         if isinstance(value, self._integer):  # Integer32, Counter32/64, Gauge32, TimeTicks, Unsigned32
             return int(value)
         if isinstance(value, self._oid):
             return tuple(value.asTuple())
-        return self._specials.get(type(value))  # the exceptions; NULL (and anything else) is None
+        return None
 
 
 @functools.cache
@@ -521,7 +524,7 @@ class V2cTransport:
     def _drain(self) -> None:
         """Decode inbox datagrams for up to :data:`DECODE_SLICE`; the rest after :data:`DECODE_PAUSE`."""
         self._draining = None
-        started, cpu = time.monotonic(), time.process_time()
+        started, cpu = time.monotonic(), time.thread_time()
         while self._inbox:
             data, source, received_at = self._inbox.popleft()
             left = self._inbox_from[source] - 1
@@ -532,7 +535,7 @@ class V2cTransport:
             self._on_datagram(data, source, received_at)
             if time.monotonic() - started >= DECODE_SLICE:
                 break
-        self.decode_seconds += time.process_time() - cpu
+        self.decode_seconds += time.thread_time() - cpu
         if self._inbox and self._loop is not None and self._sock is not None:
             self._draining = self._loop.call_later(DECODE_PAUSE, self._drain)
 
