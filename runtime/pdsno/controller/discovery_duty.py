@@ -139,6 +139,8 @@ class RegionalDiscovery:
         self._verifier = verifier
         self._timeout = request_timeout_s
         self._awaited: dict[tuple[str, str], asyncio.Event] = {}
+        self._last_report: dict[str, datetime] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def on_mqtt(self, topic: str, payload: bytes) -> None:
         try:
@@ -159,6 +161,7 @@ class RegionalDiscovery:
                     [EventDraft(event_type="DISCOVERY_SUMMARY_NOT_SENT", actor=self._me, subject=summary.summary_id,
                                 decision=Decision.FLAGGED, payload={"code": str(exc.code), "error": exc.message})]
                 )  # fmt: skip
+        self._last_report[report.lc_id] = utcnow()
         if report.request_id and report.chunk_index == report.chunk_count - 1:
             waiter = self._awaited.get((report.request_id, report.lc_id))
             if waiter is not None:
@@ -175,6 +178,32 @@ class RegionalDiscovery:
         ]  # fmt: skip
         await asyncio.gather(*(self._run_on(lc.controller_id, str(lc.rest_url), request) for lc in lcs))
         return None
+
+    async def watch_overdue(self, report_timeout_s: int) -> None:
+        """Flag LCs silent for longer than ``lc_report_timeout`` and ask them to scan (reference-design §1)."""
+        started = utcnow()
+        while True:
+            await asyncio.sleep(max(1.0, report_timeout_s / 4))
+            await self.check_overdue(report_timeout_s, since=started)
+
+    async def check_overdue(self, report_timeout_s: int, *, since: datetime) -> list[str]:
+        now = utcnow()
+        overdue = [
+            lc for lc in await self._store.list_controllers(role=ControllerRole.LOCAL, region=self._region)
+            if lc.status is ControllerStatus.ACTIVE and lc.rest_url
+            and (now - self._last_report.get(lc.controller_id, since)).total_seconds() > report_timeout_s
+        ]  # fmt: skip
+        for lc in overdue:
+            self._last_report[lc.controller_id] = now  # once per timeout, not on every tick
+            await self._store.append_events(
+                [EventDraft(event_type="LC_DISCOVERY_OVERDUE", actor=self._me, subject=lc.controller_id,
+                            decision=Decision.FLAGGED, payload={"report_timeout_s": report_timeout_s})]
+            )  # fmt: skip
+            request = DiscoveryRequest(request_id=str(uuid.uuid4()), trigger="RC_REQUESTED_OVERDUE")
+            task = asyncio.create_task(self._run_on(lc.controller_id, str(lc.rest_url), request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return [lc.controller_id for lc in overdue]
 
     async def _run_on(self, lc_id: str, url: str, request: DiscoveryRequest) -> None:
         waiter = self._awaited.setdefault((request.request_id, lc_id), asyncio.Event())

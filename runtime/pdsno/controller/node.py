@@ -397,6 +397,11 @@ class ControllerNode:
                 )  # fmt: skip
                 self.handlers[MessageType.DISCOVERY_REPORT] = regional.on_report
                 self.handlers[MessageType.DISCOVERY_REQUEST] = regional.on_request
+                self._tasks.append(
+                    asyncio.create_task(
+                        regional.watch_overdue(config.policy.lc_report_timeout_s), name="overdue"
+                    )
+                )
                 mqtt.subscribe(topics.discovery_filter(self.region), regional.on_mqtt, qos=1)
 
     def _heartbeat(self, status: Literal["online", "offline"]) -> Envelope:
