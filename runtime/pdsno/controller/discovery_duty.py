@@ -221,6 +221,7 @@ class RegionalDiscovery:
             self._awaited.pop((request.request_id, lc_id), None)
 
 
+KEPT_RUNS = 200
 DEVICE_EVENTS = frozenset({"DEVICE_DISCOVERED", "DEVICE_UPDATED", "DEVICE_INACTIVE", "DEVICE_LC_REASSIGNED"})
 
 
@@ -287,6 +288,8 @@ class GlobalDiscovery:
             dict.fromkeys((c.controller_id for c in rcs), "pending"),
         )  # fmt: skip
         self.runs[run.request_id] = run
+        while len(self.runs) > KEPT_RUNS:  # a long-lived GC keeps the recent ones; events keep the rest
+            del self.runs[next(iter(self.runs))]
         task = asyncio.create_task(
             self._follow(run, request, {c.controller_id: str(c.rest_url) for c in rcs})
         )
