@@ -1,10 +1,22 @@
 """PDSNO runtime: the controller processes behind the ``pdsno.net`` Ansible collection."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("pdsno")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from functools import cache
 
-__all__ = ["__version__"]
+
+@cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pdsno")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    # Looked up on first use: importlib.metadata costs ~75 ms that a scan's start-up need not pay.
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module 'pdsno' has no attribute {name!r}")

@@ -11,7 +11,8 @@ from pdsno.admission.identity import load_identity
 from pdsno.audit.chain import ChainReport
 from pdsno.audit.verify import signer_keys, verify_log
 from pdsno.canonical import format_ts
-from pdsno.cli.common import config_option, emit_json, identity_signer, json_option, load, run
+from pdsno.cli.common import config_option, identity_signer, load
+from pdsno.cli.output import emit_json, json_option, run
 from pdsno.controller.nib_setup import open_configured_nib
 from pdsno.nib.models import Event
 

@@ -11,7 +11,8 @@ import click
 
 from pdsno.admission.identity import load_identity
 from pdsno.admission.provisioning import ProvisioningStore
-from pdsno.cli.common import config_option, identity_signer, load, run
+from pdsno.cli.common import config_option, identity_signer, load
+from pdsno.cli.output import run
 from pdsno.controller.nib_setup import open_configured_nib
 from pdsno.controller.node import PROVISIONING_FILE, ControllerNode
 from pdsno.errors import PdsnoError, ReasonCode

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from pdsno.cli.common import emit_json, json_option, run
+from pdsno.cli.output import emit_json, json_option, run
 from pdsno.discovery.probes.snmp import SnmpCredentials, SnmpV3Credential
 from pdsno.discovery.scanner import PROTOCOLS, ScanProgress, ScanResult, ScanTimeouts, scan
 from pdsno.errors import PdsnoError, ReasonCode

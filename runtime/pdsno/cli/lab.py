@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from pdsno.cli.common import emit_json, json_option
+from pdsno.cli.output import emit_json, json_option
 from pdsno.lab import DEFAULT_PREFIX, Lab, default_state_dir
 from pdsno.lab.topology import BUILTIN_TOPOLOGIES
 

@@ -11,7 +11,6 @@ import sys
 
 import click
 
-from pdsno import __version__
 from pdsno.errors import ConfigError, PdsnoError
 
 EXIT_ERROR = 1
@@ -47,7 +46,7 @@ class LazyGroup(click.Group):
 @click.group(
     cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
-@click.version_option(__version__, "-V", "--version", prog_name="pdsno")
+@click.version_option(None, "-V", "--version", package_name="pdsno", prog_name="pdsno")
 def cli() -> None:
     """PDSNO: a hierarchy of network controllers that discover devices and carry
     configuration changes through tiered approvals."""
@@ -56,7 +55,9 @@ def cli() -> None:
 @cli.command("version")
 def version() -> None:
     """Print the pdsno version."""
-    click.echo(__version__)
+    import pdsno
+
+    click.echo(pdsno.__version__)
 
 
 def main() -> None:

@@ -7,14 +7,8 @@ from pathlib import Path
 
 import click
 
-from pdsno.cli.common import (
-    config_option,
-    emit_json,
-    identity_signer,
-    json_option,
-    load,
-    run,
-)
+from pdsno.cli.common import config_option, identity_signer, load
+from pdsno.cli.output import emit_json, json_option, run
 from pdsno.config import ControllerConfig
 from pdsno.controller.nib_setup import nib_location, open_configured_nib, record_first_start
 from pdsno.nib.models import EventDraft

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pdsno.cli.common import emit_json, json_option
+from pdsno.cli.output import emit_json, json_option
 from pdsno.security.pki import create_ca, issue_certificate, load_ca
 
 _dir_option = click.option(
