@@ -454,3 +454,12 @@ async def test_operators_are_found_by_token_hash_only(nib: SqlNIBStore) -> None:
     )
     assert await nib.get_operator_by_token_hash("x" * 64) is None
     assert [o.name for o in await nib.list_operators()] == ["alice"]
+
+
+async def test_replay_cache_batches_count_a_repeat_in_the_same_batch_as_a_replay(nib: SqlNIBStore) -> None:
+    expires = utcnow() + timedelta(seconds=600)
+    seen = await nib.remember_messages(
+        [("b-1", "lc", expires), ("b-2", "lc", expires), ("b-1", "lc", expires)]
+    )
+    assert seen == [True, True, False]
+    assert await nib.remember_messages([("b-2", "lc", expires), ("b-3", "lc", expires)]) == [False, True]

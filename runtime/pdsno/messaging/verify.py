@@ -19,6 +19,7 @@ from pdsno.canonical import utcnow
 from pdsno.errors import ReasonCode
 from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected
 from pdsno.messaging.keys import KeyRing, key_is_current
+from pdsno.messaging.replay import ReplayGuard
 from pdsno.nib.models import Decision, EventDraft
 from pdsno.nib.store import NIBStore
 
@@ -34,7 +35,16 @@ _log = logging.getLogger(__name__)
 class Verifier:
     """Verifies raw envelopes addressed to ``self_id`` against ``keyring``; records refusals in ``store``."""
 
-    __slots__ = ("_skew", "accept_broadcast", "clock_skew_s", "keyring", "max_bytes", "self_id", "store")
+    __slots__ = (
+        "_replay",
+        "_skew",
+        "accept_broadcast",
+        "clock_skew_s",
+        "keyring",
+        "max_bytes",
+        "self_id",
+        "store",
+    )
 
     def __init__(
         self,
@@ -55,6 +65,7 @@ class Verifier:
         self.max_bytes = max_bytes
         self.accept_broadcast = accept_broadcast
         self._skew = timedelta(seconds=clock_skew_s)
+        self._replay = ReplayGuard(store)
 
     async def verify(
         self, raw: bytes, *, transport: str, source: str | None = None, now: datetime | None = None
@@ -114,7 +125,7 @@ class Verifier:
             error = refuse(ReasonCode.KEY_EXPIRED, f"key {key.key_id} is not valid now")
         elif not self.keyring.verify(key, envelope.signing_bytes(), envelope.signature):
             error = refuse(ReasonCode.INVALID_SIGNATURE, "the signature does not match the message")
-        elif not await self.store.remember_message(
+        elif not await self._replay.first_sighting(
             envelope.message_id, envelope.sender_id, envelope.timestamp + self._skew
         ):
             error = refuse(ReasonCode.REPLAYED_MESSAGE, "the message was already received")

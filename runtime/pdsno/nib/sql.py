@@ -798,14 +798,22 @@ class SqlNIBStore:
 
     async def remember_message(self, message_id: str, sender_id: str, expires_at: datetime) -> bool:
         """True the first time ``message_id`` is seen; False for a replay (also after a restart)."""
+        return (await self.remember_messages([(message_id, sender_id, expires_at)]))[0]
 
-        def work(tx: Tx) -> bool:
-            inserted = tx.execute(
-                "INSERT INTO replay_cache (message_id, sender_id, seen_at, expires_at) "
-                "VALUES (:m, :s, :now, :exp) ON CONFLICT DO NOTHING",
-                {"m": message_id, "s": sender_id, "now": utcnow(), "exp": expires_at},
-            )
-            return inserted == 1
+    async def remember_messages(self, entries: Sequence[tuple[str, str, datetime]]) -> list[bool]:
+        """Several first-sightings in one transaction (group commit); a repeat within the batch is a replay."""
+
+        def work(tx: Tx) -> list[bool]:
+            now = utcnow()
+            return [
+                tx.execute(
+                    "INSERT INTO replay_cache (message_id, sender_id, seen_at, expires_at) "
+                    "VALUES (:m, :s, :now, :exp) ON CONFLICT DO NOTHING",
+                    {"m": message_id, "s": sender_id, "now": now, "exp": expires_at},
+                )
+                == 1
+                for message_id, sender_id, expires_at in entries
+            ]
 
         return await self._db.run(work, write=True)
 
