@@ -5,6 +5,7 @@ Tests that touch a store run on SQLite and on PostgreSQL (the ``nib`` fixture); 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -620,3 +621,22 @@ def test_message_key_validity_window() -> None:
     assert KeyRing.is_current(record, now + timedelta(1))
     assert not KeyRing.is_current(record, now - timedelta(microseconds=1))
     assert not KeyRing.is_current(record, now + timedelta(days=1, microseconds=1))
+
+
+async def test_a_flood_of_refusals_is_counted_not_written_one_by_one(nib: SqlNIBStore) -> None:
+    """Every refusal is answered; past the budget, one source's refusals become one counted event."""
+    from pdsno.messaging.refusal_budget import RefusalBudget
+
+    verifier = Verifier(RC, KeyRing(), nib, refusals_per_minute=5)
+    for _ in range(50):
+        with pytest.raises(MessageRejected):
+            await verifier.verify(b"not json", transport="rest", source="198.18.0.66")
+    with pytest.raises(MessageRejected):  # another source has a budget of its own
+        await verifier.verify(b"not json", transport="rest", source="198.18.0.67")
+    rejected = [e for e in await nib.read_events() if e.event_type == "MESSAGE_REJECTED"]
+    assert [e.payload["source"] for e in rejected] == ["198.18.0.66"] * 5 + ["198.18.0.67"]
+
+    budget = RefusalBudget(2, window_s=0.05)
+    assert [budget.admit("x")[0] for _ in range(4)] == [True, True, False, False]
+    await asyncio.sleep(0.06)
+    assert budget.admit("x") == (True, 2), "the next window records how many went unwritten"

@@ -19,6 +19,7 @@ from pdsno.canonical import utcnow
 from pdsno.errors import ReasonCode
 from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected
 from pdsno.messaging.keys import KeyRing, key_is_current
+from pdsno.messaging.refusal_budget import DEFAULT_PER_MINUTE, RefusalBudget
 from pdsno.messaging.replay import ReplayGuard
 from pdsno.nib.models import Decision, EventDraft
 from pdsno.nib.store import NIBStore
@@ -36,6 +37,7 @@ class Verifier:
     """Verifies raw envelopes addressed to ``self_id`` against ``keyring``; records refusals in ``store``."""
 
     __slots__ = (
+        "_budget",
         "_replay",
         "_skew",
         "accept_broadcast",
@@ -55,6 +57,7 @@ class Verifier:
         clock_skew_s: int = DEFAULT_CLOCK_SKEW_S,
         max_bytes: int = DEFAULT_MAX_BYTES,
         accept_broadcast: bool = True,
+        refusals_per_minute: int = DEFAULT_PER_MINUTE,
     ) -> None:
         if clock_skew_s <= 0 or max_bytes <= 0:
             raise ValueError("clock_skew_s and max_bytes must be positive")
@@ -66,6 +69,7 @@ class Verifier:
         self.accept_broadcast = accept_broadcast
         self._skew = timedelta(seconds=clock_skew_s)
         self._replay = ReplayGuard(store)
+        self._budget = RefusalBudget(refusals_per_minute)
 
     async def verify(
         self, raw: bytes, *, transport: str, source: str | None = None, now: datetime | None = None
@@ -150,8 +154,17 @@ class Verifier:
                 "source": source,
             },
         )
+        record, suppressed = self._budget.admit(source)
+        drafts = [draft] if record else []
+        if suppressed:
+            drafts.insert(0, EventDraft(
+                event_type="MESSAGE_REJECTED_SUPPRESSED", actor=self.self_id, decision=Decision.DENIED,
+                payload={"source": source, "count": suppressed, "transport": transport},
+            ))  # fmt: skip
+        if not drafts:
+            return
         try:
-            await self.store.append_events([draft])
+            await self.store.append_events(drafts)
         except Exception:
             # The message stays refused; a NIB that cannot take the audit event must not turn a
             # 4xx into a 5xx. The failure itself is logged for the operator.
