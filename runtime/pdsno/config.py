@@ -686,7 +686,7 @@ def example_config_path() -> Path:
 # YAML
 
 
-class _StrictLoader(yaml.SafeLoader):
+class StrictLoader(yaml.SafeLoader):
     """Safe loader that refuses duplicate keys (the last one would silently win)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
@@ -708,7 +708,8 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _yaml_error(source: str, exc: yaml.YAMLError) -> ConfigError:
+def yaml_error(source: str, exc: yaml.YAMLError) -> ConfigError:
+    """A YAML syntax error as a one-line ConfigError naming the file, line and column."""
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         line, column = exc.problem_mark.line + 1, exc.problem_mark.column + 1
         problem = exc.problem or "syntax error"
@@ -873,7 +874,8 @@ def _apply_env(
 _SENSITIVE: Final = ("dsn", "password")
 
 
-def _dotted(loc: Sequence[str | int]) -> str:
+def dotted_key(loc: Sequence[str | int]) -> str:
+    """A validation error location as the dotted key an operator writes (``rest.tls.cert``)."""
     out = ""
     for part in loc:
         if not out:
@@ -925,9 +927,9 @@ def _problems_of(exc: ValidationError, origins: Mapping[str, str]) -> list[dict[
         loc = tuple(err["loc"])
         error = (err.get("ctx") or {}).get("error")
         if isinstance(error, _Problems):
-            items = [(_dotted((*loc, *rel.split("."))), reason) for rel, reason in error.problems]
+            items = [(dotted_key((*loc, *rel.split("."))), reason) for rel, reason in error.problems]
         else:
-            key = _dotted(loc)
+            key = dotted_key(loc)
             items = [(key, _reason(err, key))]
         for key, reason in items:
             problem: dict[str, Any] = {"key": key, "reason": reason}
@@ -1015,9 +1017,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     except OSError as exc:
         raise _not_found(source, f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except yaml.YAMLError as exc:
-        raise _yaml_error(source, exc) from None
+        raise yaml_error(source, exc) from None
     if data is None:
         _raise(source, [{"key": "", "reason": "the file is empty; it needs at least a controller section"}])
     config = parse_config(data, source=source, environ=environ, base_dir=file.absolute().parent)

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from pdsno.config import Slug, _dotted, _StrictLoader, _yaml_error
+from pdsno.config import Slug, StrictLoader, dotted_key, yaml_error
 from pdsno.errors import ReasonCode
 from pdsno.lab.errors import TopologyError
 from pdsno.lab.vendors import PROFILES, normalise_oid, vendor_name
@@ -603,7 +603,7 @@ def validation_problems(exc: ValidationError) -> list[str]:
     """One ``key: reason`` line per problem pydantic found."""
     problems = []
     for err in exc.errors(include_url=False):
-        key = _dotted([p for p in err["loc"] if isinstance(p, str | int)])
+        key = dotted_key([p for p in err["loc"] if isinstance(p, str | int)])
         if err["type"] == "extra_forbidden":
             reason = "unknown key"
         elif err["type"] == "missing":
@@ -650,7 +650,7 @@ def load_topology(source: str | Path) -> Topology:
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError(f"{label}: cannot read: {exc}", code=ReasonCode.CONFIG_NOT_FOUND) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except yaml.YAMLError as exc:
-        raise TopologyError(str(_yaml_error(label, exc).message)) from None
+        raise TopologyError(str(yaml_error(label, exc).message)) from None
     return parse_topology(data, source=label)
