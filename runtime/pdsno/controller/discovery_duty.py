@@ -114,6 +114,9 @@ class LocalDiscovery:
 
     async def run_forever(self) -> None:
         interval = self._config.discovery.interval_s or self._config.policy.discovery_interval_s
+        if self._mqtt is not None:
+            # Reports travel on MQTT; REST is the fallback, not the way to start.
+            await self._mqtt.wait_connected(10)
         while True:
             try:
                 await self.once()

@@ -179,6 +179,11 @@ class ControllerNode:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._server is not None:
+            # Let uvicorn finish what is in flight and close its sockets before anything else goes.
+            self._server.should_exit = True
+            serving = [t for t in self._tasks if t.get_name() == "rest"]
+            await asyncio.wait(serving, timeout=5)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -186,8 +191,6 @@ class ControllerNode:
         if self._mqtt is not None:
             await self._mqtt.stop()
             self._mqtt = None
-        if self._server is not None:
-            self._server.should_exit = True
         if self._peers is not None:
             await self._peers.aclose()
             self._peers = None
