@@ -351,3 +351,30 @@ def test_an_operator_discovers_a_region_on_demand_and_follows_it_to_the_end(worl
     updates = [d for d in view["deltas"] if d["event_type"] == "DEVICE_UPDATED"]
     assert [u["payload"]["hostname"] for u in updates] == ["renamed-on-demand"]
     assert devices(world, "gc-1")[target.mac].hostname == "renamed-on-demand"
+
+
+def test_reports_fall_back_to_rest_while_the_broker_is_down(world: World) -> None:
+    target = next(d for d in world.lab.devices() if d.lc == "lc-a2" and d.kind == "snmp")
+    world.broker.stop()
+    try:
+        world.lab.set_sysname(target.name, "seen-over-rest")
+        run_cycle(world, "lc-a2")
+        wait_for(
+            lambda: devices(world, "gc-1")[target.mac].hostname == "seen-over-rest",
+            30,
+            "the rename at the GC",
+        )
+    finally:
+        world.broker.start()
+
+    async def last_route() -> str:
+        store = await nib_of(world.procs["lc-a2"])
+        try:
+            sent = [
+                e for e in await store.read_events(limit=100_000) if e.event_type == "DISCOVERY_REPORT_SENT"
+            ]
+        finally:
+            await store.close()
+        return str(sent[-1].payload["via"])
+
+    assert asyncio.run(last_route()) == "rest"
