@@ -1,0 +1,1 @@
+"""Configuration changes (reference-design §5): proposals, approvals, execution tokens, executors."""
