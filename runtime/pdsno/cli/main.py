@@ -60,9 +60,11 @@ def version() -> None:
     click.echo(pdsno.__version__)
 
 
-def main() -> None:
+def invoke(command: click.Command, prog_name: str | None = None) -> None:
+    """Run a click command the way every pdsno entry point does: user mistakes end in one line and
+    their exit code, never a traceback."""
     try:
-        cli.main(standalone_mode=False)
+        command.main(prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -77,6 +79,10 @@ def main() -> None:
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def main() -> None:
+    invoke(cli)
 
 
 if __name__ == "__main__":
