@@ -52,6 +52,7 @@ import pytest
 
 from pdsno.security.pki import create_ca, issue_certificate
 from pdsno.transport.broker import BrokerAccount, BrokerFiles, Listener, write_broker_files
+from tests.runtime.ports import free_port
 
 HOST = "127.0.0.1"
 MOSQUITTO_SUB_TIMEOUT_EXIT = 27
@@ -82,13 +83,6 @@ def _find_binary(name: str) -> str:
             f"{name} not found; run scripts/bootstrap.sh (apt packages mosquitto, mosquitto-clients)"
         )
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _account(spec: BrokerAccount | tuple[str, str, str | None]) -> BrokerAccount:
@@ -136,7 +130,7 @@ class MosquittoServer:
         # in the root namespace, but picking one there is as good as any.
         self.host = host
         self.netns = netns
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.accounts: dict[str, BrokerAccount] = {}
         for spec in accounts:
             account = _account(spec)
@@ -183,7 +177,7 @@ class MosquittoServer:
             except MosquittoError:
                 if self._ever_started or attempt == 2 or "Address already in use" not in self.log_tail(5):
                     raise
-                self.port = _free_port()
+                self.port = free_port()
                 self.files = self._render()
 
     def stop(self, timeout: float = 10.0) -> None:

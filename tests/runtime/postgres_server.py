@@ -30,7 +30,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -43,6 +42,8 @@ from typing import Any
 
 import pytest
 
+from tests.runtime.ports import free_port
+
 PG_BINDIR = Path("/usr/lib/postgresql/15/bin")
 PG_OS_USER = "postgres"
 PG_SUPERUSER = "postgres"
@@ -54,13 +55,6 @@ _NAME_PREFIX_RE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
 class PostgresServerError(RuntimeError):
     """The throwaway server could not be set up or driven."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PostgresServer:
@@ -222,7 +216,7 @@ class PostgresServer:
 
     def _start(self) -> None:
         for attempt in range(1, _START_ATTEMPTS + 1):
-            self.port = _free_port()
+            self.port = free_port()
             opts = (
                 f"-F -c listen_addresses={HOST} -p {self.port} -k {self.sockdir}"
                 " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"

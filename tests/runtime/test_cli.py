@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pdsno.nib.models import EventDraft
 from pdsno.nib.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from pdsno.security.keys import Ed25519Signer, load_private_key
 from tests.runtime.conftest import BACKENDS
+from tests.runtime.ports import free_port
 
 PDSNO = Path(sys.executable).with_name("pdsno")
 PSQL = Path("/usr/lib/postgresql/15/bin/psql")
@@ -168,9 +168,7 @@ def test_user_mistakes_get_one_clear_line(tmp_path: Path) -> None:
     fresh.write_text(f"controller: {{id: global_cntl_1, role: global, data_dir: {tmp_path / 'd'}}}\n")
     assert_one_line_error(pdsno("nib", "stats", "--config", str(fresh)), "NIB_NOT_INITIALISED", 1)
 
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens there
     unreachable = tmp_path / "pg.yml"
     unreachable.write_text(
         f"controller: {{id: global_cntl_1, role: global, data_dir: {tmp_path / 'e'}}}\n"

@@ -9,7 +9,6 @@ import asyncio
 import json
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -40,15 +39,10 @@ from pdsno.transport import topics
 from pdsno.transport.broker import BrokerAccount
 from pdsno.transport.mqtt import MqttLink
 from tests.runtime.mosquitto_server import MosquittoServer, read_with_mosquitto_sub
+from tests.runtime.ports import free_port
 
 PDSNO = Path(sys.executable).with_name("pdsno")
 GC, RC, LC = "global_cntl_1", "regional_cntl_zone-a_1", "local_cntl_zone-a_1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

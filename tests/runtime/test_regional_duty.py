@@ -4,7 +4,6 @@ asked to scan; one that reports is left alone."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import timedelta
 
 from pdsno.canonical import utcnow
@@ -15,18 +14,13 @@ from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import Controller, ControllerRole
 from pdsno.nib.sql import SqlNIBStore
 from pdsno.transport.rest_client import PeerClient
+from tests.runtime.ports import free_port
 
 RC = "regional_cntl_zone-a_1"
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_a_silent_lc_is_flagged_once_and_asked_to_scan(nib: SqlNIBStore) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     for n in (1, 2):
         lc = Controller(
             controller_id=f"local_cntl_zone-a_{n}", role=ControllerRole.LOCAL, region="zone-a", rest_url=url
