@@ -1,0 +1,1 @@
+"""Change executors, one per way of touching a device (reference-design §5 "LC: execute")."""
