@@ -44,7 +44,10 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from pdsno.changes.classify import DEFAULT_RULES, ImmutableRule, Rule
+from pdsno.changes.executors import ExecutorSettings
 from pdsno.errors import ConfigError, ReasonCode
+from pdsno.nib.models import Sensitivity
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -60,7 +63,7 @@ __all__ = [
     "MQTTSection",
     "NIBSection",
     "ParentSection",
-    "PolicyDefaults",
+    "PolicyContent",
     "RestSection",
     "RetentionSection",
     "Role",
@@ -400,8 +403,10 @@ class MQTTSection(_Section):
         return self
 
 
-class PolicyDefaults(_Section):
-    """Policy values in force until the first policy arrives from the GC (reference-design §6, C1, C2)."""
+class PolicyContent(_Section):
+    """The policy (reference-design §6, C1, C2, C11). In a controller's configuration: the values in force
+    until the first policy arrives from the GC; on the GC, the first version it distributes. Set later
+    with ``PUT /api/v1/policy``."""
 
     discovery_interval_s: int = Field(default=300, ge=10, le=86_400)
     missed_cycles_before_inactive: int = Field(default=3, ge=1, le=100)
@@ -412,9 +417,23 @@ class PolicyDefaults(_Section):
     token_ttl_high_s: int = Field(default=300, ge=30, le=86_400)
     lock_ttl_s: int = Field(default=900, ge=10, le=86_400)
     max_controllers_per_region: int = Field(default=10, ge=1, le=1000)
+    gc_timeout_s: int = Field(default=300, ge=1, le=86_400, description="an RC waits this long for the GC")
+    emergency_ack_timeout_s: int = Field(default=600, ge=1, le=86_400)
+    escalation_downtime_threshold_s: int = Field(default=300, ge=0, le=7 * 86_400)
+    max_regions_per_change: int = Field(default=1, ge=1, le=1000)
+    max_devices_per_minute: int = Field(default=10, ge=1, le=10_000)
+    auto_approve_low: bool = Field(default=True, description="the RC approves LOW changes without a human")
+    human_approval_tiers: list[Sensitivity] = Field(
+        default_factory=lambda: [Sensitivity.MEDIUM, Sensitivity.HIGH]
+    )
+    immutable_rules: list[ImmutableRule] = Field(default_factory=list)
+    classification_rules: list[Rule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    emergency_permitted_intents: list[str] = Field(
+        default_factory=lambda: ["QUARANTINE", "RATE_LIMIT", "NULL_ROUTE"]
+    )
 
     @model_validator(mode="after")
-    def _check_timeout(self) -> PolicyDefaults:
+    def _check_timeout(self) -> PolicyContent:
         if self.lc_report_timeout_s < self.discovery_interval_s:
             raise _Problems(
                 [
@@ -446,6 +465,16 @@ class DiscoverySection(_Section):
         default=None, ge=10, le=86_400, description="None: policy.discovery_interval_s"
     )
     anomaly_new_device_threshold: int = Field(default=50, ge=1, le=100_000)
+
+
+class ChangesSection(ExecutorSettings):
+    """A local controller's change executors (reference-design §5 "LC: execute"): write credentials and
+    Ansible settings. Secrets live in files of their own, mode 0600."""
+
+    snmp_write_communities_file: ConfigPath | None = None
+    snmp_v3_file: ConfigPath | None = None
+    ansible_playbook_dir: ConfigPath | None = None
+    ansible_inventory_vars: ConfigPath | None = None
 
 
 class AdmissionSection(_Section):
@@ -614,9 +643,10 @@ class ControllerConfig(_Section):
             tls=TLSSection(ca=_tls_files(DEFAULT_DATA_DIR)["ca"]),
         )
     )
-    policy: PolicyDefaults = Field(default_factory=PolicyDefaults)
+    policy: PolicyContent = Field(default_factory=PolicyContent)
     admission: AdmissionSection = Field(default_factory=AdmissionSection)
     discovery: DiscoverySection = Field(default_factory=DiscoverySection)
+    changes: ChangesSection = Field(default_factory=ChangesSection)
     security: SecuritySection = Field(
         default_factory=lambda: SecuritySection(identity_key=DEFAULT_DATA_DIR / "identity.key")
     )

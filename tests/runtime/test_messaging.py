@@ -110,7 +110,8 @@ async def refused(
 
 
 def test_message_types_cover_the_reference_design() -> None:
-    assert len(MessageType) == 19
+    # reference-design §7's nineteen (the key exchange excepted, C15) and DEVICE_CLEAR of our own
+    assert len(MessageType) == 20
     assert set(PAYLOAD_MODELS) == set(MessageType)
 
 

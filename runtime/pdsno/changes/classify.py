@@ -28,13 +28,11 @@ _ROUTING = ("1.3.6.1.2.1.4.1", "1.3.6.1.2.1.4.21", "1.3.6.1.2.1.4.24")
 _IF_ADMIN = ("1.3.6.1.2.1.2.2.1.7",)
 
 
-class Rule(BaseModel):
-    """One classification rule of the policy; every given condition must hold."""
+class Match(BaseModel):
+    """Conditions on a change; every given one must hold."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    tier: Sensitivity
     executor: str | None = None
     intents: list[str] = Field(default_factory=list, description="any of these intent names")
     oid_prefixes: list[str] = Field(default_factory=list, description="any OID set under one of these")
@@ -45,6 +43,25 @@ class Rule(BaseModel):
         if self.intents and intent not in self.intents:
             return False
         return not self.oid_prefixes or any(_under(oid, p) for oid in oids for p in self.oid_prefixes)
+
+    def matches_payload(self, payload: dict[str, Any]) -> bool:
+        intent = payload.get("intent")
+        return self.matches(
+            str(payload.get("executor", "")), intent, [str(o) for o in payload.get("set") or {}]
+        )
+
+
+class Rule(Match):
+    """One classification rule of the policy: the first that matches gives the tier."""
+
+    name: str
+    tier: Sensitivity
+
+
+class ImmutableRule(Match):
+    """A change the GC refuses at any tier (reference-design §5: escalation cannot override it)."""
+
+    id: str = Field(min_length=1, max_length=64)
 
 
 def _under(oid: str, prefix: str) -> bool:
@@ -101,10 +118,7 @@ def classify(
 ) -> Classification:
     """The tier this controller gives the change. ``payload`` carries ``executor``, optional
     ``intent`` and, for SNMP, ``set`` (OID → value)."""
-    executor = str(payload.get("executor", ""))
-    intent = payload.get("intent")
-    oids = [str(o) for o in (payload.get("set") or {})]
-    rule = next((r for r in rules if r.matches(executor, intent, oids)), None)
+    rule = next((r for r in rules if r.matches_payload(payload)), None)
     tier = rule.tier if rule else UNKNOWN_TIER
     reasons: list[str] = []
     regions = {d.region for d in devices if d.region}

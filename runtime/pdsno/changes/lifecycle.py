@@ -80,3 +80,45 @@ async def move(
     if not written.success:
         raise PdsnoError(written.message, code=written.error or ReasonCode.CONFLICT)
     return written.unwrap()
+
+
+def path_to(proposal: ConfigProposal, to: ConfigStatus) -> list[ConfigStatus]:
+    """The shortest legal sequence of moves from the proposal's status to ``to`` (empty if already there).
+
+    A controller that mirrors a proposal decided elsewhere (the GC following its RC, the RC following
+    its LC) learns only the outcome; it records every step in between, so its copy tells the same story.
+    """
+    frontier: list[list[ConfigStatus]] = [[proposal.status]]
+    seen = {proposal.status}
+    while frontier:
+        path = frontier.pop(0)
+        if path[-1] is to:
+            return path[1:]
+        for nxt in sorted(MOVES[path[-1]], key=lambda s: s.value):
+            probe = proposal.model_copy(update={"status": path[-1]})
+            try:
+                check_move(probe, nxt, actor="")
+            except PdsnoError:
+                continue
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append([*path, nxt])
+    raise PdsnoError(
+        f"a {proposal.category.value} proposal cannot reach {to.value} from {proposal.status.value}",
+        code=ReasonCode.INVALID_TRANSITION,
+    )
+
+
+async def follow(
+    store: NIBStore,
+    proposal: ConfigProposal,
+    to: ConfigStatus,
+    *,
+    actor: str,
+    reason: str | None = None,
+    **details: Any,
+) -> ConfigProposal:
+    """Move ``proposal`` to ``to`` through every step in between, one event each."""
+    for step in path_to(proposal, to):
+        proposal = await move(store, proposal, step, actor=actor, reason=reason, **details)
+    return proposal

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -19,6 +20,8 @@ from pdsno.messaging.envelope import Envelope, MessageRejected, MessageType
 from pdsno.messaging.messages import ChallengeResponse
 from pdsno.messaging.verify import Verifier
 from pdsno.nbi.auth import AuthError
+from pdsno.nbi.changes import router as changes_router
+from pdsno.nbi.policy import router as policy_router
 from pdsno.nbi.routes import router as nbi_router
 from pdsno.nib.models import ControllerRole
 
@@ -33,11 +36,19 @@ ADMISSION_RESPONSE_PATH = "/ew/v1/admission/response"
 
 _STATUS = {
     ReasonCode.NOT_FOUND: 404,
-    ReasonCode.CONFLICT: 409,
     ReasonCode.INVALID_REQUEST: 422,
     ReasonCode.UNSUPPORTED_MESSAGE_TYPE: 422,
     ReasonCode.NIB_UNAVAILABLE: 503,
-}
+    **dict.fromkeys(
+        (ReasonCode.FOUR_EYES_VIOLATION, ReasonCode.IMMUTABLE_RULE, ReasonCode.EMERGENCY_TYPE_NOT_PERMITTED,
+         ReasonCode.INVALID_TOKEN, ReasonCode.TOKEN_EXPIRED, ReasonCode.TOKEN_HASH_MISMATCH,
+         ReasonCode.TOKEN_DEVICE_MISMATCH, ReasonCode.TOKEN_ALREADY_CONSUMED), 403),
+    **dict.fromkeys(
+        (ReasonCode.CONFLICT, ReasonCode.INVALID_TRANSITION, ReasonCode.DUPLICATE_PROPOSAL,
+         ReasonCode.POLICY_VERSION_MISMATCH, ReasonCode.LOCK_RACE, ReasonCode.DENY_CONFLICT,
+         ReasonCode.DEVICE_STATE_CHANGED, ReasonCode.DEVICE_DEGRADED, ReasonCode.DEVICE_NOT_AVAILABLE,
+         ReasonCode.EMERGENCY_RATE_LIMITED, ReasonCode.TOO_MANY_REGIONS), 409),
+}  # fmt: skip
 
 
 class Node(Protocol):
@@ -118,7 +129,10 @@ def build_app(node: Node) -> FastAPI:
 
     @app.exception_handler(PdsnoError)
     async def pdsno_error(_: Request, exc: PdsnoError) -> JSONResponse:
-        return _error(exc.code, exc.message, _STATUS.get(exc.code, 500))
+        response = _error(exc.code, exc.message, _STATUS.get(exc.code, 500))
+        if exc.details:
+            response = JSONResponse(jsonable_encoder(exc.as_dict()), status_code=response.status_code)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -185,6 +199,8 @@ def build_app(node: Node) -> FastAPI:
 
     if node.role is ControllerRole.GLOBAL:
         app.include_router(nbi_router)
+        app.include_router(changes_router)
+        app.include_router(policy_router)
     return app
 
 

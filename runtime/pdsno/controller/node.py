@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pdsno import __version__
 from pdsno.admission.credentials import identity_key_id
@@ -27,10 +28,15 @@ from pdsno.admission.joiner import adopt, join, read_bootstrap_file
 from pdsno.admission.provisioning import ProvisioningStore
 from pdsno.admission.validator import Validator
 from pdsno.canonical import utcnow
+from pdsno.changes.executors import Executor, build_executor
 from pdsno.config import ControllerConfig
 from pdsno.controller.app import Handler, build_app
+from pdsno.controller.changes_global import GlobalChanges
+from pdsno.controller.changes_local import LocalChanges
+from pdsno.controller.changes_regional import RegionalChanges
 from pdsno.controller.discovery_duty import GlobalDiscovery, LocalDiscovery, RegionalDiscovery
 from pdsno.controller.nib_setup import open_configured_nib, record_first_start
+from pdsno.controller.policy_duty import GlobalPolicy, PolicyFollower, PolicyHolder, PolicyPublisher
 from pdsno.controller.uplink import Peers, Uplink
 from pdsno.errors import ConfigError, PdsnoError, ReasonCode
 from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected, MessageType
@@ -94,6 +100,9 @@ class ControllerNode:
         self._peers: PeerClient | None = None
         self.local_discovery: LocalDiscovery | None = None
         self.global_discovery: GlobalDiscovery | None = None
+        self.changes: GlobalChanges | None = None
+        self.policy: GlobalPolicy | None = None
+        self._policy_holder: PolicyHolder | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
@@ -140,6 +149,10 @@ class ControllerNode:
     @property
     def mqtt_connected(self) -> bool:
         return self._mqtt is not None and self._mqtt.connected
+
+    def own_public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The keys this controller signs its audit events with, from its key file (not its NIB)."""
+        return dict.fromkeys({self.config.controller.id, self.controller_id}, self._key.public_key())
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -372,6 +385,7 @@ class ControllerNode:
         # Live heartbeats only: a retained one seen before a restart would be refused as a replay.
         self._mqtt.subscribe(watched, self._on_status, qos=0, no_local=True, skip_retained=True)
         self._take_up_discovery(self._mqtt)
+        await self._take_up_changes(self._mqtt)
         await self._mqtt.start()
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
         if self.local_discovery is not None:
@@ -381,7 +395,7 @@ class ControllerNode:
         """The tier's part in discovery (reference-design §3): scan, merge regionally, or hold it all."""
         identity, config = self.identity, self.config
         assert self._peers is not None
-        peers = Peers(self.store, me=self.controller_id, client=self._peers)
+        peers = self._peer_messages()
         uplink = None
         if identity.parent_id and identity.parent_url:
             uplink = Uplink(peers, parent_id=identity.parent_id, parent_url=identity.parent_url)
@@ -406,6 +420,73 @@ class ControllerNode:
                     )
                 )
                 mqtt.subscribe(topics.discovery_filter(self.region), regional.on_mqtt, qos=1)
+
+    def _peer_messages(self) -> Peers:
+        assert self._peers is not None
+        return Peers(self.store, me=self.controller_id, client=self._peers, verifier=self.verifier)
+
+    async def _take_up_changes(self, mqtt: MqttLink) -> None:
+        """The tier's part in policy and configuration changes (reference-design §5, §6)."""
+        identity, config = self.identity, self.config
+        signer = Ed25519Signer(self.controller_id, self._key)
+        holder = PolicyHolder(self.store, config.policy)
+        self._policy_holder = holder
+        peers = self._peer_messages()
+        executors = self._executor
+        if self.role is ControllerRole.GLOBAL:
+            publisher = PolicyPublisher(
+                holder, me=signer, topic=topics.policy_global(), publish=self._publish_retained
+            )
+            self.policy = GlobalPolicy(holder, publisher, me=self.controller_id)
+            await self.policy.start()
+            self.changes = GlobalChanges(
+                self.store, signer=signer, peers=peers, policy=holder, executors=executors
+            )
+            self.handlers[MessageType.APPROVAL_RESPONSE] = self.changes.on_approval
+            self.handlers[MessageType.EXECUTION_RESULT] = self.changes.on_result
+            self._tasks.append(asyncio.create_task(self.changes.sweep_overdue(), name="overdue-changes"))
+            return
+        if identity.parent_id is None or identity.parent_url is None or self.region is None:
+            return
+        uplink = Uplink(peers, parent_id=identity.parent_id, parent_url=identity.parent_url)
+        if self.role is ControllerRole.REGIONAL:
+            relay = PolicyPublisher(
+                holder, me=signer, topic=topics.policy(self.region), publish=self._publish_retained
+            )
+            follower = PolicyFollower(holder, me=self.controller_id, parent_id=identity.parent_id,
+                                      verifier=self.verifier, relay=relay)  # fmt: skip
+            await follower.start()
+            mqtt.subscribe(topics.policy_global(), follower.on_mqtt, qos=1)
+            regional = RegionalChanges(self.store, signer=signer, peers=peers, uplink=uplink, policy=holder)
+            await regional.resume()
+            self.handlers.update({
+                MessageType.CONFIG_PROPOSAL: regional.on_proposal,
+                MessageType.APPROVAL_RESPONSE: regional.on_approval,
+                MessageType.EXECUTION_RESULT: regional.on_result,
+                MessageType.DEVICE_CLEAR: regional.on_clear,
+            })  # fmt: skip
+            return
+        follower = PolicyFollower(
+            holder, me=self.controller_id, parent_id=identity.parent_id, verifier=self.verifier
+        )
+        await follower.start()
+        mqtt.subscribe(topics.policy(self.region), follower.on_mqtt, qos=1)
+        local = LocalChanges(
+            self.store, me=self.controller_id, uplink=uplink, policy=holder, executors=executors
+        )
+        await local.start()
+        self.handlers.update({
+            MessageType.EXECUTION_INSTRUCTION: local.on_instruction,
+            MessageType.APPROVAL_RESPONSE: local.on_approval,
+            MessageType.DEVICE_CLEAR: local.on_clear,
+        })  # fmt: skip
+
+    def _executor(self, name: str) -> Executor:
+        return build_executor(name, self.config.changes)
+
+    async def _publish_retained(self, topic: str, payload: bytes) -> None:
+        assert self._mqtt is not None
+        await self._mqtt.publish(topic, payload, qos=1, retain=True)
 
     def _heartbeat(self, status: Literal["online", "offline"]) -> Envelope:
         payload = Heartbeat(

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel
 
 from pdsno.controller.app import MESSAGES_PATH
 from pdsno.errors import PdsnoError, ReasonCode
-from pdsno.messaging.envelope import MessageType
+from pdsno.messaging.envelope import Envelope, MessageType
 from pdsno.messaging.keys import SigningKey, key_is_current
 from pdsno.messaging.sign import seal
+from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import KeyKind
 from pdsno.nib.store import NIBStore
 from pdsno.transport.rest_client import PeerClient
@@ -31,17 +33,36 @@ async def signing_key(store: NIBStore, owner: str, peer: str) -> SigningKey:
 class Peers:
     """Signed messages to the controllers this one shares keys with: its parent and its children."""
 
-    def __init__(self, store: NIBStore, *, me: str, client: PeerClient) -> None:
+    def __init__(
+        self, store: NIBStore, *, me: str, client: PeerClient, verifier: Verifier | None = None
+    ) -> None:
         self.store = store
         self.me = me
         self._client = client
+        self._verifier = verifier
+
+    async def envelope(self, peer_id: str, message_type: MessageType, payload: BaseModel) -> Envelope:
+        key = await signing_key(self.store, self.me, peer_id)
+        return seal(message_type, payload, sender_id=self.me, recipient_id=peer_id, key=key)
 
     async def seal(self, peer_id: str, message_type: MessageType, payload: BaseModel) -> bytes:
-        key = await signing_key(self.store, self.me, peer_id)
-        return seal(message_type, payload, sender_id=self.me, recipient_id=peer_id, key=key).to_bytes()
+        return (await self.envelope(peer_id, message_type, payload)).to_bytes()
 
     async def post(self, peer_id: str, url: str, message_type: MessageType, payload: BaseModel) -> Any:
         return await self._client.post(url + MESSAGES_PATH, await self.seal(peer_id, message_type, payload))
+
+    async def request(
+        self, peer_id: str, url: str, message_type: MessageType, payload: BaseModel
+    ) -> Envelope:
+        """Send a message whose answer is a signed envelope from the same peer, and verify that answer."""
+        assert self._verifier is not None, "Peers built without a verifier cannot check answers"
+        answer = await self.post(peer_id, url, message_type, payload)
+        reply = await self._verifier.verify(json.dumps(answer).encode(), transport="rest", source=url)
+        if reply.sender_id != peer_id:
+            raise PdsnoError(
+                f"the answer came from {reply.sender_id}, not {peer_id}", code=ReasonCode.INVALID_SIGNATURE
+            )
+        return reply
 
 
 class Uplink:

@@ -159,6 +159,8 @@ class RegionalContext(_Payload):
 
 class ConfigProposal(_Payload):
     proposal_id: str
+    category: Sensitivity | None = Field(default=None, description="the sender's classification")
+    proposed_by: str | None = Field(default=None, description="the operator who asked for it")
     config_payload: dict[str, Any]
     config_hash: str = Field(description="sha256 of the canonical JSON of config_payload")
     target_devices: list[str] = Field(min_length=1)
@@ -195,19 +197,33 @@ class ExecutionTokenData(_Payload):
 
 
 class ApprovalResponse(_Payload):
+    """A decision on a proposal. ``QUEUE``: a target is locked by another change (``DENY_CONFLICT``);
+    the decision follows when the lock is released. On an EMERGENCY change already executed, ``APPROVE``
+    acknowledges it and ``DENY`` orders it undone."""
+
     proposal_id: str
-    decision: Literal["APPROVE", "DENY", "ESCALATE"]
+    decision: Literal["APPROVE", "DENY", "ESCALATE", "QUEUE"]
     responder: str
     timestamp: datetime
     responder_signature: str | None = None
     reason: str | None = None
     escalation_target: str | None = None
     execution_token: ExecutionTokenData | None = Field(default=None, description="with APPROVE")
+    issuer_public_key: str | None = Field(
+        default=None, description="base64 Ed25519 key of the token's issuer"
+    )
+    regional_context: RegionalContext | None = Field(default=None, description="with ESCALATE to the GC")
+    category: Sensitivity | None = Field(default=None, description="the responder's own classification")
 
 
 class ExecutionInstruction(_Payload):
+    """Apply ``proposal``. The token is the approver's; its issuer's public key comes from the parent, which
+    the executor already trusts. An EMERGENCY change carries no token."""
+
     proposal_id: str
-    execution_token: ExecutionTokenData
+    proposal: ConfigProposal
+    execution_token: ExecutionTokenData | None = None
+    issuer_public_key: str | None = None
     execute_at: datetime | None = None
 
 
@@ -218,6 +234,17 @@ class ExecutionResult(_Payload):
     device_results: dict[str, Any] = Field(default_factory=dict)
     timestamp: datetime
     execution_signature: str | None = None
+    reason: str | None = Field(
+        default=None, description="the reason code when nothing or not all was applied"
+    )
+
+
+class DeviceClear(_Payload):
+    """An operator cleared a device left DEGRADED by a failed rollback: automation may touch it again."""
+
+    device_id: str
+    cleared_by: str
+    reason: str | None = None
 
 
 # --- policy (§6) ----------------------------------------------------------------------------
@@ -312,6 +339,7 @@ PAYLOAD_MODELS: dict[MessageType, type[BaseModel]] = {
     MessageType.APPROVAL_RESPONSE: ApprovalResponse,
     MessageType.EXECUTION_INSTRUCTION: ExecutionInstruction,
     MessageType.EXECUTION_RESULT: ExecutionResult,
+    MessageType.DEVICE_CLEAR: DeviceClear,
     MessageType.POLICY_UPDATE: PolicyUpdate,
     MessageType.POLICY_ACK: PolicyAck,
     MessageType.HEARTBEAT: Heartbeat,

@@ -72,12 +72,21 @@ class Verifier:
         self._budget = RefusalBudget(refusals_per_minute)
 
     async def verify(
-        self, raw: bytes, *, transport: str, source: str | None = None, now: datetime | None = None
+        self,
+        raw: bytes,
+        *,
+        transport: str,
+        source: str | None = None,
+        now: datetime | None = None,
+        retained_state: bool = False,
     ) -> Envelope:
         """The envelope in ``raw`` once every check passed; :class:`MessageRejected` otherwise.
 
         ``transport`` ("rest", "mqtt", "bus") and ``source`` (peer address, topic) go into the audit
-        event of a refusal. ``now`` is for tests.
+        event of a refusal. ``retained_state``: a retained MQTT state message (the policy), which is meant
+        to be read again long after it was sent; its age and replays are harmless because the receiver
+        keeps it only if its version is newer, so only form, addressing, key and signature are checked.
+        ``now`` is for tests.
         """
         if len(raw) > self.max_bytes:
             await self._record(ReasonCode.MESSAGE_TOO_LARGE, None, transport, source)
@@ -90,10 +99,18 @@ class Verifier:
         except MessageRejected as exc:
             await self._record(exc.code, None, transport, source)
             raise
-        return await self.check(envelope, transport=transport, source=source, now=now)
+        return await self.check(
+            envelope, transport=transport, source=source, now=now, retained_state=retained_state
+        )
 
     async def check(
-        self, envelope: Envelope, *, transport: str, source: str | None = None, now: datetime | None = None
+        self,
+        envelope: Envelope,
+        *,
+        transport: str,
+        source: str | None = None,
+        now: datetime | None = None,
+        retained_state: bool = False,
     ) -> Envelope:
         """Every check after parsing, for a transport that already holds a parsed envelope."""
         at = now or utcnow()
@@ -110,7 +127,7 @@ class Verifier:
             self.accept_broadcast and envelope.recipient_id == BROADCAST
         ):
             error = refuse(ReasonCode.MISADDRESSED_MESSAGE, f"the message is not addressed to {self.self_id}")
-        elif at - envelope.timestamp > self._skew:
+        elif not retained_state and at - envelope.timestamp > self._skew:
             error = refuse(ReasonCode.STALE_TIMESTAMP, f"the message is older than {self.clock_skew_s} s")
         elif envelope.timestamp - at > self._skew:
             error = refuse(
@@ -129,7 +146,7 @@ class Verifier:
             error = refuse(ReasonCode.KEY_EXPIRED, f"key {key.key_id} is not valid now")
         elif not self.keyring.verify(key, envelope.signing_bytes(), envelope.signature):
             error = refuse(ReasonCode.INVALID_SIGNATURE, "the signature does not match the message")
-        elif not await self._replay.first_sighting(
+        elif not retained_state and not await self._replay.first_sighting(
             envelope.message_id, envelope.sender_id, envelope.timestamp + self._skew
         ):
             error = refuse(ReasonCode.REPLAYED_MESSAGE, "the message was already received")

@@ -1,0 +1,78 @@
+"""What the three tiers share when they carry a change: message shapes and the DEGRADED mark."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pdsno.canonical import utcnow
+from pdsno.messaging import messages as wire
+from pdsno.nib.models import ConfigStatus, Decision, DeviceStatus, EventDraft, ExecutionToken, Sensitivity
+from pdsno.nib.retry import retry_on_conflict
+from pdsno.nib.store import NIBResult, NIBStore
+
+RESULT_STATUS: dict[str, ConfigStatus] = {
+    "EXECUTED": ConfigStatus.EXECUTED,
+    "FAILED": ConfigStatus.FAILED,
+    "ROLLED_BACK": ConfigStatus.ROLLED_BACK,
+    "DEGRADED": ConfigStatus.DEGRADED,
+}
+
+DecisionName = Literal["APPROVE", "DENY", "ESCALATE", "QUEUE"]
+
+
+def approval(
+    proposal_id: str,
+    decision: DecisionName,
+    *,
+    responder: str,
+    reason: str | None = None,
+    category: Sensitivity | None = None,
+    **extra: Any,
+) -> wire.ApprovalResponse:
+    return wire.ApprovalResponse(proposal_id=proposal_id, decision=decision, responder=responder,
+                                 timestamp=utcnow(), reason=reason, category=category, **extra)  # fmt: skip
+
+
+def degraded_in(result: wire.ExecutionResult) -> list[str]:
+    """The devices an execution result reports left degraded by a failed rollback."""
+    return [
+        d for d, r in result.device_results.items() if isinstance(r, dict) and r.get("status") == "degraded"
+    ]
+
+
+def token_to_wire(token: ExecutionToken) -> wire.ExecutionTokenData:
+    return wire.ExecutionTokenData.model_validate(
+        token.model_dump(mode="json", include=set(wire.ExecutionTokenData.model_fields))
+    )
+
+
+def token_from_wire(data: wire.ExecutionTokenData) -> ExecutionToken:
+    fields = data.model_dump(mode="json")
+    fields["constraints"] = {k: v for k, v in fields["constraints"].items() if v is not None}
+    return ExecutionToken.model_validate(fields)
+
+
+async def mark_degraded(
+    store: NIBStore, degraded: Sequence[str], *, actor: str, cleared: Sequence[str] = ()
+) -> None:
+    """Devices a rollback could not restore become ``degraded`` (automation stays off them); an operator's
+    clearance makes them ``active`` again. Both are events of the device's history."""
+    for device_id, status, event in [
+        *((d, DeviceStatus.DEGRADED, "DEVICE_DEGRADED") for d in degraded),
+        *((d, DeviceStatus.ACTIVE, "DEVICE_CLEARED") for d in cleared),
+    ]:
+
+        async def write(
+            device_id: str = device_id, status: DeviceStatus = status, event: str = event
+        ) -> NIBResult[Any]:
+            device = await store.get_device(device_id)
+            if device is None or device.status is status:
+                return NIBResult.ok(None)
+            return await store.update_device_status(
+                device_id, status, device.version,
+                events=[EventDraft(event_type=event, actor=actor, subject=device_id,
+                                   decision=Decision.NOT_APPLICABLE, payload={"from": device.status.value})],
+            )  # fmt: skip
+
+        await retry_on_conflict(write)

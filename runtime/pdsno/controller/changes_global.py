@@ -1,0 +1,322 @@
+"""The GC's part in a change: the operators' entry point, and the approver of HIGH changes.
+
+``POST /api/v1/proposals`` lands here. The GC checks the request under its policy (version, executor
+payload, targets, immutable rules, regions), classifies it, stores it ``PENDING`` with its event, and
+only then sends it to the RC of the targets' region, whose signed answer it mirrors: approved (LOW),
+queued behind a lock, waiting for an operator, escalated back here (HIGH), or denied. An operator's
+approve or deny goes to the RC; for HIGH the GC issues the execution token itself (after its immutable
+rules). Execution results come up through the RC. ``check`` answers what would happen, sending nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pdsno.canonical import utcnow
+from pdsno.changes.classify import Classification
+from pdsno.changes.executors.base import Executor
+from pdsno.changes.lifecycle import check_move, follow, move
+from pdsno.changes.proposals import (
+    TERMINAL,
+    ProposalRequest,
+    blast_radius,
+    classify_under,
+    immutable_rule_hit,
+    load_targets,
+    new_proposal,
+    refuse_duplicate,
+    to_wire,
+)
+from pdsno.changes.tokens import issue_token, token_ttl
+from pdsno.controller.changes_common import RESULT_STATUS, approval, degraded_in, mark_degraded, token_to_wire
+from pdsno.controller.policy_duty import PolicyHolder
+from pdsno.controller.uplink import Peers
+from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.messaging import messages as wire
+from pdsno.messaging.envelope import Envelope, MessageType
+from pdsno.nib.models import (
+    ConfigProposal,
+    ConfigStatus,
+    ControllerRole,
+    Decision,
+    Device,
+    EventDraft,
+    Sensitivity,
+)
+from pdsno.nib.store import NIBStore
+from pdsno.security.keys import Ed25519Signer, public_key_b64
+
+log = logging.getLogger(__name__)
+
+S = ConfigStatus
+SWEEP_INTERVAL_S = 5.0
+
+
+class GlobalChanges:
+    def __init__(self, store: NIBStore, *, signer: Ed25519Signer, peers: Peers, policy: PolicyHolder,
+                 executors: Callable[[str], Executor]) -> None:  # fmt: skip
+        self._store = store
+        self._signer = signer
+        self._me = signer.signer_id
+        self._peers = peers
+        self._policy = policy
+        self._executors = executors
+        # One writer at a time for the GC's copy: an RC's answer and the result of the same change can
+        # arrive together.
+        self._mirror = asyncio.Lock()
+
+    # --- operators ----------------------------------------------------------------------------
+
+    async def propose(
+        self, request: ProposalRequest, *, operator: str, check: bool = False
+    ) -> dict[str, Any]:
+        policy, version = self._policy.content, self._policy.version
+        if request.policy_version is not None and request.policy_version != version:
+            raise PdsnoError(f"the policy is at version {version}, not {request.policy_version}",
+                             code=ReasonCode.POLICY_VERSION_MISMATCH, current_version=version)  # fmt: skip
+        self._executors(request.executor).validate(request.config_payload())
+        emergency = request.suggested_tier is Sensitivity.EMERGENCY
+        draft = new_proposal(request, origin=self._me, proposed_by=operator,
+                             tier=request.suggested_tier or Sensitivity.LOW, policy_version=version)  # fmt: skip
+        devices = await load_targets(self._store, draft)
+        found = classify_under(policy, draft, devices, suggested=None if emergency else request.suggested_tier,
+                               downtime_s=request.estimated_downtime_s)  # fmt: skip
+        tier = Sensitivity.EMERGENCY if emergency else found.tier
+        proposal = draft.model_copy(update={"category": tier})
+        radius = blast_radius(devices)
+        blocked = self._refusal(proposal, devices, radius)
+        if check:
+            return self._check_view(proposal, found, radius, blocked)
+        if blocked is not None:
+            raise blocked
+        if (
+            tier in (Sensitivity.MEDIUM, Sensitivity.HIGH)
+            and request.executor != "snmp"
+            and not request.rollback
+        ):
+            raise PdsnoError(f"a {tier.value} {request.executor} change needs a rollback payload",
+                             code=ReasonCode.INVALID_REQUEST)  # fmt: skip
+        await refuse_duplicate(self._store, proposal, window_s=policy.freshness_window_s)
+        stored = (await self._store.create_proposal(
+            proposal,
+            events=[EventDraft(event_type="CONFIG_PROPOSED", actor=operator, subject=proposal.proposal_id,
+                               payload={"classification": _classification(found), "blast_radius": radius,
+                                        "config_payload": proposal.config_payload})],
+        )).unwrap()  # fmt: skip
+        rc = await self._rc_of(devices)
+        try:
+            reply = await self._request(rc, MessageType.CONFIG_PROPOSAL,
+                                        to_wire(stored, downtime_s=request.estimated_downtime_s,
+                                                maintenance=request.requires_maintenance_window))  # fmt: skip
+        except PdsnoError as refused:
+            await move(
+                self._store,
+                stored,
+                S.DENIED,
+                actor=self._me,
+                reason=refused.code.value,
+                message=refused.message,
+            )
+            raise
+        await self._apply_answer(reply.payload_as(wire.ApprovalResponse))
+        return await self.view(stored.proposal_id)
+
+    async def approve(self, proposal_id: str, *, operator: str, reason: str | None) -> dict[str, Any]:
+        proposal = await self._get(proposal_id)
+        check_move(proposal, S.APPROVED, actor=operator)
+        if proposal.category is Sensitivity.EMERGENCY:
+            raise PdsnoError("an emergency change is acknowledged by its controllers, not approved",
+                             code=ReasonCode.INVALID_TRANSITION)  # fmt: skip
+        answer = approval(proposal_id, "APPROVE", responder=operator, reason=reason)
+        if proposal.category is Sensitivity.HIGH:
+            rule = immutable_rule_hit(self._policy.content, proposal.config_payload)
+            if rule is not None:
+                raise PdsnoError(f"IMMUTABLE_RULE:{rule}", code=ReasonCode.IMMUTABLE_RULE)
+            policy = self._policy.content
+            token = issue_token(self._signer, proposal,
+                                ttl=token_ttl(Sensitivity.HIGH, high_s=policy.token_ttl_high_s),
+                                constraints={"max_devices_per_minute": policy.max_devices_per_minute,
+                                             "maintenance_window_required": False})  # fmt: skip
+            answer = answer.model_copy(update={"execution_token": token_to_wire(token),
+                                               "issuer_public_key": public_key_b64(self._signer.private_key)})  # fmt: skip
+        await self._send_to_rc(proposal, answer)
+        await self._advance(proposal_id, S.APPROVED, actor=operator, reason=reason)
+        return await self.view(proposal_id)
+
+    async def deny(self, proposal_id: str, *, operator: str, reason: str) -> dict[str, Any]:
+        proposal = await self._get(proposal_id)
+        answer = approval(proposal_id, "DENY", responder=operator, reason=reason)
+        if proposal.category is Sensitivity.EMERGENCY and proposal.status in (S.EXECUTING, S.EXECUTED):
+            # After the fact: the LC undoes it; the outcome comes back as an execution result.
+            await self._send_to_rc(proposal, answer)
+            await self._store.append_events([EventDraft(event_type="EMERGENCY_DENIED", actor=operator,
+                                                        subject=proposal_id, decision=Decision.DENIED, notes=reason)])  # fmt: skip
+            return await self.view(proposal_id)
+        check_move(proposal, S.DENIED, actor=operator)
+        await self._send_to_rc(proposal, answer)
+        await self._advance(proposal_id, S.DENIED, actor=operator, reason=reason)
+        return await self.view(proposal_id)
+
+    async def clear_device(self, device_id: str, *, operator: str, reason: str | None) -> None:
+        device = await self._store.get_device(device_id)
+        if device is None:
+            raise PdsnoError(f"no device {device_id}", code=ReasonCode.NOT_FOUND)
+        rc = await self._rc_of([device])
+        await self._peers.post(rc, await self._url(rc), MessageType.DEVICE_CLEAR,
+                               wire.DeviceClear(device_id=device_id, cleared_by=operator, reason=reason))  # fmt: skip
+        await mark_degraded(self._store, [], cleared=[device_id], actor=operator)
+
+    async def view(self, proposal_id: str, *, audit: bool = False) -> dict[str, Any]:
+        proposal = await self._get(proposal_id)
+        out = proposal.model_dump(mode="json")
+        if audit:
+            out["audit"] = [e.model_dump(mode="json") for e in await self._store.events_about(proposal_id)]
+        return out
+
+    # --- from the RCs ---------------------------------------------------------------------------
+
+    async def on_approval(self, envelope: Envelope) -> None:
+        await self._apply_answer(envelope.payload_as(wire.ApprovalResponse))
+
+    async def on_result(self, envelope: Envelope) -> None:
+        result = envelope.payload_as(wire.ExecutionResult)
+        proposal = await self._get(result.proposal_id)
+        await self._advance(result.proposal_id, RESULT_STATUS[result.status], actor=envelope.sender_id,
+                            reason=result.reason, device_results=result.device_results)  # fmt: skip
+        await mark_degraded(self._store, degraded_in(result), actor=envelope.sender_id)
+        if proposal.category is Sensitivity.EMERGENCY and result.status == "EXECUTED":
+            await self._send_to_rc(proposal, approval(proposal.proposal_id, "APPROVE", responder=self._me,
+                                                      reason="acknowledged"))  # fmt: skip
+
+    async def sweep_overdue(self) -> None:
+        """Escalations this GC never answered while it was away are denied here too (the RC already did)."""
+        while True:
+            timeout = self._policy.content.gc_timeout_s
+            for proposal in await self._store.list_proposals(status=S.PENDING):
+                age = (utcnow() - (proposal.updated_at or utcnow())).total_seconds()
+                if proposal.category is Sensitivity.HIGH and age > timeout + 5:
+                    await move(
+                        self._store, proposal, S.DENIED, actor=self._me, reason=ReasonCode.GC_TIMEOUT.value
+                    )
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    async def _advance(self, proposal_id: str, to: ConfigStatus, *, actor: str, reason: str | None,
+                       **details: Any) -> None:  # fmt: skip
+        """Bring the GC's copy to ``to`` unless it is there, further along, or finished."""
+        async with self._mirror:
+            proposal = await self._get(proposal_id)
+            if proposal.status is to or proposal.status in TERMINAL - {S.EXECUTED}:
+                return
+            try:
+                await follow(self._store, proposal, to, actor=actor, reason=reason, **details)
+            except PdsnoError as late:
+                log.info("the GC's copy is already past this step",
+                         extra={"proposal_id": proposal_id, "status": proposal.status.value, "to": to.value,
+                                "error": late.message})  # fmt: skip
+
+    async def _apply_answer(self, answer: wire.ApprovalResponse) -> None:
+        async with self._mirror:
+            await self._apply_answer_locked(answer)
+
+    async def _apply_answer_locked(self, answer: wire.ApprovalResponse) -> None:
+        proposal = await self._get(answer.proposal_id)
+        if proposal.status in TERMINAL:
+            return
+        if answer.category is not None and answer.category is not proposal.category:
+            proposal = (await self._store.update_proposal(
+                proposal.next_version(category=answer.category),
+                events=[EventDraft(event_type="CONFIG_RECLASSIFIED", actor=answer.responder, subject=proposal.proposal_id,
+                                   payload={"from": proposal.category.value, "to": answer.category.value})],
+            )).unwrap()  # fmt: skip
+        if answer.decision == "APPROVE":
+            to = S.EXECUTING if proposal.category is Sensitivity.EMERGENCY else S.APPROVED
+            await follow(self._store, proposal, to, actor=answer.responder, reason=answer.reason)
+        elif answer.decision == "DENY":
+            await follow(self._store, proposal, S.DENIED, actor=answer.responder, reason=answer.reason)
+        elif answer.decision == "QUEUE":
+            await follow(self._store, proposal, S.QUEUED, actor=answer.responder, reason=answer.reason)
+        else:
+            if proposal.status is S.QUEUED:
+                proposal = await move(self._store, proposal, S.PENDING, actor=answer.responder)
+            event = "CONFIG_ESCALATED" if answer.escalation_target == "GC" else "CONFIG_AWAITING_APPROVAL"
+            context = answer.regional_context.model_dump(mode="json") if answer.regional_context else {}
+            await self._store.append_events([EventDraft(event_type=event, actor=answer.responder,
+                                                        subject=proposal.proposal_id, payload=context)])  # fmt: skip
+
+    def _refusal(
+        self, proposal: ConfigProposal, devices: list[Device], radius: dict[str, Any]
+    ) -> PdsnoError | None:
+        rule = immutable_rule_hit(self._policy.content, proposal.config_payload)
+        if rule is not None:
+            return PdsnoError(f"IMMUTABLE_RULE:{rule}", code=ReasonCode.IMMUTABLE_RULE)
+        if len(radius["regions"]) > self._policy.content.max_regions_per_change:
+            return PdsnoError(
+                f"the change spans {len(radius['regions'])} regions", code=ReasonCode.TOO_MANY_REGIONS
+            )
+        if len(radius["local_controllers"]) != 1 or any(d.local_controller is None for d in devices):
+            return PdsnoError("one change goes to one local controller; split it by local controller",
+                              code=ReasonCode.INVALID_REQUEST)  # fmt: skip
+        return None
+
+    def _check_view(self, proposal: ConfigProposal, found: Classification, radius: dict[str, Any],
+                    blocked: PdsnoError | None) -> dict[str, Any]:  # fmt: skip
+        policy = self._policy.content
+        tier = proposal.category
+        human = tier in policy.human_approval_tiers or (
+            tier is Sensitivity.LOW and not policy.auto_approve_low
+        )
+        approver = {Sensitivity.HIGH: self._me, Sensitivity.EMERGENCY: "local"}.get(tier, "regional")
+        wanted = proposal.config_payload.get("set") or {}
+        return {
+            "check": True,
+            "config_hash": proposal.config_hash,
+            "classification": {**_classification(found), "tier": tier.value},
+            "approver": approver,
+            "human_approval": human and tier is not Sensitivity.EMERGENCY,
+            "blast_radius": radius,
+            "diff": {d: [{"key": k, "before": None, "after": v} for k, v in wanted.items()]
+                     for d in proposal.target_devices},
+            "policy_version": self._policy.version,
+            "refused": {"code": blocked.code.value, "message": blocked.message} if blocked else None,
+        }  # fmt: skip
+
+    async def _rc_of(self, devices: list[Device]) -> str:
+        regions = {d.region for d in devices}
+        rcs = [c for c in await self._store.list_controllers(role=ControllerRole.REGIONAL)
+               if c.region in regions and c.rest_url]  # fmt: skip
+        if len(rcs) != 1:
+            raise PdsnoError(f"no single regional controller serves {sorted(map(str, regions))}",
+                             code=ReasonCode.NOT_FOUND)  # fmt: skip
+        return rcs[0].controller_id
+
+    async def _url(self, controller_id: str) -> str:
+        peer = await self._store.get_controller(controller_id)
+        if peer is None or not peer.rest_url:
+            raise PdsnoError(f"{controller_id} has no known address", code=ReasonCode.NOT_FOUND)
+        return peer.rest_url
+
+    async def _request(self, peer: str, message_type: MessageType, payload: wire.ConfigProposal) -> Envelope:
+        return await self._peers.request(peer, await self._url(peer), message_type, payload)
+
+    async def _send_to_rc(self, proposal: ConfigProposal, answer: wire.ApprovalResponse) -> None:
+        devices = [
+            d for d in [await self._store.get_device(i) for i in proposal.target_devices] if d is not None
+        ]
+        rc = await self._rc_of(devices)
+        await self._peers.post(rc, await self._url(rc), MessageType.APPROVAL_RESPONSE, answer)
+
+    async def _get(self, proposal_id: str) -> ConfigProposal:
+        proposal = await self._store.get_proposal(proposal_id)
+        if proposal is None:
+            raise PdsnoError(f"no proposal {proposal_id}", code=ReasonCode.NOT_FOUND)
+        return proposal
+
+
+def _classification(found: Classification) -> dict[str, Any]:
+    return {"tier": found.tier.value, "rule": found.rule, "escalated_by": found.escalated_by,
+            "under_labelled": found.under_labelled}  # fmt: skip

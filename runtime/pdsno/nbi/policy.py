@@ -1,0 +1,83 @@
+"""``/api/v1/policy`` and ``/api/v1/audit``: the rules in force, and the record of what was done."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict
+
+from pdsno.audit.verify import signer_keys, verify_log
+from pdsno.nbi.auth import require
+from pdsno.nib.models import Operator, OperatorRole
+
+router = APIRouter(prefix="/api/v1", tags=["policy and audit"])
+
+Viewer = Annotated[Operator, Depends(require(OperatorRole.VIEWER))]
+Admin = Annotated[Operator, Depends(require(OperatorRole.ADMIN))]
+AUDIT_SCAN = 5000
+
+
+class PolicyChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: dict[str, Any]
+    expected_version: str | None = None
+
+
+@router.get("/policy")
+async def get_policy(request: Request, _: Viewer) -> dict[str, Any]:
+    view: dict[str, Any] = request.app.state.node.policy.holder.view()
+    return view
+
+
+@router.put("/policy")
+async def put_policy(request: Request, body: PolicyChange, admin: Admin) -> dict[str, Any]:
+    """Make ``content`` the next version (keys left out keep their defaults) and distribute it down the
+    tree; the same content again changes nothing."""
+    policy = request.app.state.node.policy
+    changed = await policy.put(body.content, actor=admin.name, expected_version=body.expected_version)
+    return {"changed": changed, "policy": policy.holder.view()}
+
+
+@router.get("/audit")
+async def audit(
+    request: Request,
+    _: Viewer,
+    actor: str | None = None,
+    event_type: str | None = None,
+    subject: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Events in order, filtered; page on with ``after_seq`` = the answer's ``next_after_seq``."""
+    store = request.app.state.node.store
+    items: list[Any] = []
+    cursor = after_seq
+    while len(items) < limit and (page := await store.read_events(after_seq=cursor, limit=AUDIT_SCAN)):
+        for event in page:
+            cursor = event.seq
+            if (
+                (actor is None or event.actor == actor)
+                and (event_type is None or event.event_type == event_type)
+                and (subject is None or event.subject == subject)
+                and (since is None or event.timestamp >= since)
+                and (until is None or event.timestamp <= until)
+            ):
+                items.append(event.model_dump(mode="json"))
+                if len(items) == limit:
+                    break
+    head = await store.audit_head()
+    return {"items": items, "next_after_seq": cursor if cursor < head.seq and len(items) == limit else None}
+
+
+@router.get("/audit/verify")
+async def audit_verify(request: Request, _: Viewer) -> dict[str, Any]:
+    """Walk the whole hash chain and check every signature (as ``pdsno audit verify`` does)."""
+    node = request.app.state.node
+    own = node.own_public_keys()
+    report = await verify_log(node.store, await signer_keys(node.store, own))
+    return report.as_dict()
