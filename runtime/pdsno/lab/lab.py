@@ -650,9 +650,11 @@ class Lab:
             dev = d.device
             snmp: dict[str, Any] | None = None
             if dev.kind == "snmp":
-                snmp = {"version": "2c", "community": dev.community}
+                snmp = {"version": "2c", "community": dev.community, "write_community": dev.write_community}
             elif dev.snmpv3 is not None:
                 snmp = {"version": "3", "level": "authPriv", **dev.snmpv3.model_dump()}
+            if snmp is not None:
+                snmp["writable"] = dev.writable
             devices.append(
                 {
                     "name": dev.name,
@@ -670,6 +672,8 @@ class Lab:
                     "sysDescr": dev.sysDescr,
                     "sysObjectID": dev.sysObjectID,
                     "sysServices": dev.sysServices,
+                    "sysContact": dev.sysContact,
+                    "sysLocation": dev.sysLocation,
                     "enterprise": enterprise_number(dev.sysObjectID) if dev.sysObjectID else None,
                     "vendor": dev.vendor,
                     "snmp": snmp,

@@ -36,8 +36,17 @@ def tool(name: str) -> str:
 # snmpd
 
 
+SYSTEM_GROUP = ".1.3.6.1.2.1.1"
+"""What a lab device lets its write community (or v3 user with ``write``) SET: the system group."""
+WRITABLE_SCALARS = ("sysName", "sysContact", "sysLocation")
+"""net-snmp refuses a SET of a system object pinned in snmpd.conf (``sysLocation x``: notWritable); the
+``psys...`` form gives the same start value yet leaves the object writable. sysDescr, sysObjectID and
+sysServices stay pinned, so a SET of them fails with notWritable (the failure tests' read-only OID), and
+so do all six on a device with ``writable: false``."""
+
+
 def snmpd_conf(device: LabDevice, persist_dir: Path) -> str:
-    """net-snmp agent configuration: the system group from the device, its one community or v3 user."""
+    """net-snmp agent configuration: the system group from the device, its communities or v3 user."""
     lines = [
         "# written by pdsno lab; rewritten on every start",
         f"[snmp] persistentDir {persist_dir}",
@@ -48,16 +57,28 @@ def snmpd_conf(device: LabDevice, persist_dir: Path) -> str:
     ]
     if device.kind == "snmp":
         lines.append(f"rocommunity {device.community} default")
+        if device.write_community is not None:
+            lines.append(f"rwcommunity {device.write_community} default {SYSTEM_GROUP}")
     elif device.snmpv3 is not None:
         v3 = device.snmpv3
-        lines += [
-            f"createUser {v3.user} {v3.auth_protocol} {v3.auth_password} {v3.priv_protocol} {v3.priv_password}",
-            f"rouser {v3.user} priv",
-        ]
+        lines.append(
+            f"createUser {v3.user} {v3.auth_protocol} {v3.auth_password} {v3.priv_protocol} {v3.priv_password}"
+        )
+        if v3.write:
+            # rwuser's view would bound reads too: the VACM form reads everything, writes the system group
+            lines += [
+                f"group pdsnoWriters usm {v3.user}",
+                "view pdsnoAll included .1",
+                f"view pdsnoSystem included {SYSTEM_GROUP}",
+                'access pdsnoWriters "" usm priv exact pdsnoAll pdsnoSystem none',
+            ]
+        else:
+            lines.append(f"rouser {v3.user} priv")
     for key in ("sysName", "sysDescr", "sysObjectID", "sysServices", "sysContact", "sysLocation"):
         value = getattr(device, key)
         if value is not None:
-            lines.append(f"{key} {value}")
+            pinned = key not in WRITABLE_SCALARS or not device.writable
+            lines.append(f"{key if pinned else 'p' + key.lower()} {value}")
     return "\n".join(lines) + "\n"
 
 

@@ -52,6 +52,8 @@ __all__ = [
 
 DeviceKind = Literal["snmp", "snmpv3", "icmp_only", "arp_only"]
 SNMP_KINDS: frozenset[str] = frozenset({"snmp", "snmpv3"})
+DEFAULT_COMMUNITY = "public"
+DEFAULT_WRITE_COMMUNITY = "private"
 
 _NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,14}")
@@ -127,13 +129,17 @@ class _Strict(BaseModel):
 
 
 class SnmpV3Spec(_Strict):
-    """An SNMPv3 user with authentication and privacy (authPriv): SHA and AES-128."""
+    """An SNMPv3 user with authentication and privacy (authPriv): SHA and AES-128.
+
+    The user reads everything; with ``write`` it may also SET the system group (as a write community may).
+    """
 
     user: User
     auth_protocol: Literal["SHA"] = "SHA"
     auth_password: Password
     priv_protocol: Literal["AES"] = "AES"
     priv_password: Password
+    write: bool = False
 
 
 class InterfaceSpec(_Strict):
@@ -147,6 +153,10 @@ class _SnmpFields(_Strict):
     kind: DeviceKind = "snmp"
     profile: str | None = None
     community: Community | None = None
+    write_community: Community | None = None
+    """The v2c community that may SET the system group (default ``private``)."""
+    writable: bool = True
+    """False pins sysName, sysContact and sysLocation: a SET of them fails (notWritable)."""
     snmpv3: SnmpV3Spec | None = None
     sysName: Text | None = None
     sysDescr: Text | None = None
@@ -163,8 +173,13 @@ class _SnmpFields(_Strict):
             raise ValueError("kind snmpv3 needs an snmpv3 section (user, auth_password, priv_password)")
         if self.kind != "snmpv3" and self.snmpv3 is not None:
             raise ValueError(f"snmpv3: only a device of kind snmpv3 has an SNMPv3 user (kind is {self.kind})")
-        if self.kind != "snmp" and self.community is not None:
+        if self.kind != "snmp" and (self.community is not None or self.write_community is not None):
             raise ValueError(f"community: only a device of kind snmp answers SNMP v2c (kind is {self.kind})")
+        write = self.write_community or DEFAULT_WRITE_COMMUNITY
+        if self.kind == "snmp" and write == (self.community or DEFAULT_COMMUNITY):
+            raise ValueError(
+                f"write_community: {write!r} is also the read community (give two different ones)"
+            )
         return self
 
 
@@ -290,6 +305,8 @@ class LabDevice(_Strict):
     profile: str | None = None
     interfaces: list[LabInterface]
     community: str | None = None
+    write_community: str | None = None
+    writable: bool = True
     snmpv3: SnmpV3Spec | None = None
     sysName: str | None = None
     sysDescr: str | None = None
@@ -437,7 +454,11 @@ class _Registry:
             kind=spec.kind,
             profile=spec.profile,
             interfaces=interfaces,
-            community=(spec.community or "public") if spec.kind == "snmp" else None,
+            community=(spec.community or DEFAULT_COMMUNITY) if spec.kind == "snmp" else None,
+            write_community=(spec.write_community or DEFAULT_WRITE_COMMUNITY)
+            if spec.kind == "snmp"
+            else None,
+            writable=spec.writable,
             snmpv3=spec.snmpv3,
             sysName=spec.sysName or (spec.name if snmp else None),
             sysDescr=descr or (f"Linux {spec.name}" if snmp else None),
