@@ -99,8 +99,11 @@ def test_snmp_payloads_are_checked_before_any_device() -> None:
         with pytest.raises(PdsnoError) as caught:
             executor.validate(payload)
         assert caught.value.code is ReasonCode.INVALID_REQUEST
+    without_credentials = SnmpExecutor(SnmpCredentials())  # what a GC or RC validates payloads with
+    without_credentials.validate({"executor": "snmp", "set": {SYS_LOCATION: "x"}})
+    nowhere = Device(mac_address="02:00:00:00:00:97", ip_address="127.0.0.1")
     with pytest.raises(PdsnoError) as caught:
-        SnmpExecutor(SnmpCredentials())
+        asyncio.run(without_credentials.plan(nowhere, {"set": {SYS_LOCATION: "x"}}))
     assert caught.value.code is ReasonCode.CONFIG_INVALID
 
 

@@ -202,10 +202,6 @@ class SnmpExecutor:
         timeout: float = 2.0,
         retries: int = 1,
     ) -> None:
-        if credentials.empty:
-            raise PdsnoError(
-                "the snmp executor needs a write community or an SNMPv3 user", code=ReasonCode.CONFIG_INVALID
-            )
         self.credentials = credentials
         self.port = port
         self.timeout = timeout
@@ -319,6 +315,11 @@ class SnmpExecutor:
     ) -> tuple[T, int]:
         """``operation(engine, target, auth)`` with each credential until one is not refused; its result
         and the credential's index."""
+        # checked here, not at construction: a GC or RC validates payloads without holding credentials
+        if self.credentials.empty:
+            raise PdsnoError(
+                "the snmp executor needs a write community or an SNMPv3 user", code=ReasonCode.CONFIG_INVALID
+            )
         ip = device.ip_address
         if not ip:
             raise PdsnoError(
