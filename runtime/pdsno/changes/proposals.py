@@ -23,6 +23,10 @@ from pdsno.messaging import messages as wire
 from pdsno.nib.models import ConfigProposal, ConfigStatus, Device, DeviceStatus, ImpactScope, Sensitivity
 from pdsno.nib.store import NIBStore
 
+ROLLBACK_OF = "rollback_of"
+"""A payload ``{"executor": ..., "rollback_of": PROPOSAL_ID}`` undoes an executed change with the rollback
+payloads its local controller captured per device; it is approved like the change it undoes."""
+
 IN_FLIGHT = frozenset(
     {ConfigStatus.PENDING, ConfigStatus.QUEUED, ConfigStatus.APPROVED, ConfigStatus.EXECUTING}
 )
@@ -89,6 +93,27 @@ def classify_under(policy: PolicyContent, proposal: ConfigProposal, devices: Seq
         return Classification(tier=suggested, rule=found.rule, escalated_by=[*found.escalated_by, "proposer"],
                               suggested=suggested)  # fmt: skip
     return found
+
+
+def rollback_target(payload: dict[str, Any]) -> str | None:
+    target = payload.get(ROLLBACK_OF)
+    return str(target) if target is not None else None
+
+
+async def as_classified(store: NIBStore, proposal: ConfigProposal) -> ConfigProposal:
+    """The proposal as classification sees it: a rollback is judged by the change it undoes, which must
+    have been executed."""
+    original_id = rollback_target(proposal.config_payload)
+    if original_id is None:
+        return proposal
+    original = await store.get_proposal(original_id)
+    if original is None or original.status is not ConfigStatus.EXECUTED:
+        raise PdsnoError(f"{original_id} is not an executed change here", code=ReasonCode.INVALID_TRANSITION)
+    if sorted(original.target_devices) != sorted(proposal.target_devices):
+        raise PdsnoError(
+            "a rollback targets the devices of the change it undoes", code=ReasonCode.INVALID_REQUEST
+        )
+    return proposal.model_copy(update={"config_payload": original.config_payload})
 
 
 def immutable_rule_hit(policy: PolicyContent, payload: dict[str, Any]) -> str | None:

@@ -59,9 +59,12 @@ def issue_token(
         approved_by=signer.signer_id,
         issued_at=issued,
         expires_at=issued + ttl,
+        # Every constraint spelled out: the token crosses the wire as a fixed shape, and the signature
+        # must verify on the far side.
         constraints={
             "max_devices_per_minute": 10,
             "rollback_required_on_failure": True,
+            "maintenance_window_required": False,
             **(constraints or {}),
         },
         signature="",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Coroutine, Sequence
 from typing import Any, Literal
 
 from pdsno.canonical import utcnow
@@ -32,6 +34,25 @@ def approval(
 ) -> wire.ApprovalResponse:
     return wire.ApprovalResponse(proposal_id=proposal_id, decision=decision, responder=responder,
                                  timestamp=utcnow(), reason=reason, category=category, **extra)  # fmt: skip
+
+
+class Background:
+    """Work started by a message handler that must outlive the request (running a change, waiting for
+    acknowledgements); kept referenced until done, failures logged."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("a change task failed", exc_info=task.exception())
 
 
 def degraded_in(result: wire.ExecutionResult) -> list[str]:

@@ -20,14 +20,17 @@ from pdsno.changes.classify import Classification
 from pdsno.changes.executors.base import Executor
 from pdsno.changes.lifecycle import check_move, follow, move
 from pdsno.changes.proposals import (
+    ROLLBACK_OF,
     TERMINAL,
     ProposalRequest,
+    as_classified,
     blast_radius,
     classify_under,
     immutable_rule_hit,
     load_targets,
     new_proposal,
     refuse_duplicate,
+    rollback_target,
     to_wire,
 )
 from pdsno.changes.tokens import issue_token, token_ttl
@@ -77,12 +80,14 @@ class GlobalChanges:
         if request.policy_version is not None and request.policy_version != version:
             raise PdsnoError(f"the policy is at version {version}, not {request.policy_version}",
                              code=ReasonCode.POLICY_VERSION_MISMATCH, current_version=version)  # fmt: skip
-        self._executors(request.executor).validate(request.config_payload())
+        if rollback_target(request.payload) is None:
+            self._executors(request.executor).validate(request.config_payload())
         emergency = request.suggested_tier is Sensitivity.EMERGENCY
         draft = new_proposal(request, origin=self._me, proposed_by=operator,
                              tier=request.suggested_tier or Sensitivity.LOW, policy_version=version)  # fmt: skip
         devices = await load_targets(self._store, draft)
-        found = classify_under(policy, draft, devices, suggested=None if emergency else request.suggested_tier,
+        judged = await as_classified(self._store, draft)
+        found = classify_under(policy, judged, devices, suggested=None if emergency else request.suggested_tier,
                                downtime_s=request.estimated_downtime_s)  # fmt: skip
         tier = Sensitivity.EMERGENCY if emergency else found.tier
         proposal = draft.model_copy(update={"category": tier})
@@ -123,6 +128,21 @@ class GlobalChanges:
             raise
         await self._apply_answer(reply.payload_as(wire.ApprovalResponse))
         return await self.view(stored.proposal_id)
+
+    async def rollback(self, proposal_id: str, *, operator: str, reason: str | None) -> dict[str, Any]:
+        """Undo an executed change: a new change, approved like the original, that puts back what the local
+        controller read before it wrote."""
+        original = await self._get(proposal_id)
+        request = ProposalRequest(
+            executor=str(original.config_payload.get("executor")),
+            targets=original.target_devices,
+            payload={ROLLBACK_OF: proposal_id},
+            suggested_tier=Sensitivity.HIGH
+            if original.category is Sensitivity.EMERGENCY
+            else original.category,
+            reason=reason or f"rollback of {proposal_id}",
+        )
+        return await self.propose(request, operator=operator)
 
     async def approve(self, proposal_id: str, *, operator: str, reason: str | None) -> dict[str, Any]:
         proposal = await self._get(proposal_id)

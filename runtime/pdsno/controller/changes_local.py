@@ -23,12 +23,12 @@ from datetime import timedelta
 from typing import Any
 
 from pdsno.canonical import utcnow
-from pdsno.changes.apply import ChangeOutcome, apply_change, undo_change
+from pdsno.changes.apply import ChangeOutcome, ChangeStatus, apply_change, undo_change
 from pdsno.changes.executors.base import Executor
 from pdsno.changes.lifecycle import follow, move
-from pdsno.changes.proposals import check_targets, from_wire
+from pdsno.changes.proposals import check_targets, from_wire, rollback_target
 from pdsno.changes.tokens import redeem
-from pdsno.controller.changes_common import RESULT_STATUS, mark_degraded, token_from_wire
+from pdsno.controller.changes_common import RESULT_STATUS, Background, mark_degraded, token_from_wire
 from pdsno.controller.policy_duty import PolicyHolder
 from pdsno.controller.uplink import Uplink
 from pdsno.errors import PdsnoError, ReasonCode
@@ -62,7 +62,7 @@ class LocalChanges:
         self._executors = executors
         self._emergencies: deque[Any] = deque()
         self._acks: dict[str, set[str]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background(log)
 
     async def start(self) -> None:
         """The emergency limiter remembers the last hour across restarts (from the audit log)."""
@@ -75,35 +75,48 @@ class LocalChanges:
 
     async def on_instruction(self, envelope: Envelope) -> None:
         instruction = envelope.payload_as(wire.ExecutionInstruction)
-        proposal = await self._receive(from_wire(instruction.proposal), sender=envelope.sender_id)
-        executor = self._executors(str(proposal.config_payload.get("executor")))
-        executor.validate(proposal.config_payload)
-        devices = await self._targets(proposal)
+        wanted = from_wire(instruction.proposal)
+        executor = self._executors(str(wanted.config_payload.get("executor")))
+        if rollback_target(wanted.config_payload) is None:
+            executor.validate(wanted.config_payload)
         if instruction.execution_token is None:
-            if proposal.category is not Sensitivity.EMERGENCY:
+            if wanted.category is not Sensitivity.EMERGENCY:
                 raise PdsnoError(
                     "only an emergency change runs without a token", code=ReasonCode.INVALID_TOKEN
                 )
+            proposal = await self._receive(wanted, sender=envelope.sender_id)
+            devices = await self._targets(proposal)
             proposal = await self._start_emergency(proposal)
         else:
+            # Spent first, whatever follows: a replayed instruction finds it consumed.
             token = token_from_wire(instruction.execution_token)
             if instruction.issuer_public_key is None:
                 raise PdsnoError(
                     "the instruction does not name the token's issuer key", code=ReasonCode.INVALID_TOKEN
                 )
+            proposal = await self._receive(wanted, sender=envelope.sender_id, replay_ok=True)
             await redeem(self._store, token, executor=self._me, issuer_key=public_key_from_b64(instruction.issuer_public_key),
-                         proposal=proposal, devices=[d.device_id for d in devices])  # fmt: skip
+                         proposal=wanted, devices=wanted.target_devices)  # fmt: skip
             proposal = await move(
                 self._store, proposal, S.APPROVED, actor=token.approved_by, token_id=token.token_id
             )
+            try:
+                devices = await self._targets(proposal)
+            except PdsnoError as changed:
+                await move(self._store, proposal, S.DENIED, actor=self._me, reason=changed.code.value)
+                raise
             proposal = await move(self._store, proposal, S.EXECUTING, actor=self._me)
         rate = token_rate(instruction) or self._policy.content.max_devices_per_minute
         self._spawn(self._execute(proposal, executor, devices, rate))
 
-    async def _receive(self, proposal: ConfigProposal, *, sender: str) -> ConfigProposal:
+    async def _receive(
+        self, proposal: ConfigProposal, *, sender: str, replay_ok: bool = False
+    ) -> ConfigProposal:
+        """This LC's copy of the proposal (made now if new). A copy already past PENDING is refused unless
+        the token's redemption will tell the replay apart (``replay_ok``)."""
         known = await self._store.get_proposal(proposal.proposal_id)
         if known is not None:
-            if known.status is not S.PENDING:
+            if known.status is not S.PENDING and not replay_ok:
                 raise PdsnoError(f"proposal {proposal.proposal_id} is already {known.status.value} here",
                                  code=ReasonCode.INVALID_TRANSITION)  # fmt: skip
             return known
@@ -147,9 +160,13 @@ class LocalChanges:
     async def _execute(self, proposal: ConfigProposal, executor: Executor, devices: list[Device],
                        rate: int | None) -> None:  # fmt: skip
         try:
-            outcome = await apply_change(
-                executor, devices, proposal.config_payload, max_devices_per_minute=rate
-            )
+            original = rollback_target(proposal.config_payload)
+            if original is None:
+                outcome = await apply_change(
+                    executor, devices, proposal.config_payload, max_devices_per_minute=rate
+                )
+            else:
+                outcome = await self._undo_original(original, executor, devices)
         except PdsnoError as exc:
             await follow(self._store, proposal, S.FAILED, actor=self._me, reason=exc.code.value)
             await self._report(proposal, "FAILED", {}, exc.code.value)
@@ -159,6 +176,20 @@ class LocalChanges:
         await self._record(proposal, outcome)
         if outcome.status == "EXECUTED" and proposal.category is Sensitivity.EMERGENCY:
             self._spawn(self._await_acks(proposal.proposal_id))
+
+    async def _undo_original(
+        self, original_id: str, executor: Executor, devices: list[Device]
+    ) -> ChangeOutcome:
+        """A rollback change: put back what the original's plan read. Undone is what it was asked to do."""
+        original = await self._store.get_proposal(original_id)
+        if original is None or original.status is not S.EXECUTED:
+            raise PdsnoError(
+                f"{original_id} is not an executed change here", code=ReasonCode.INVALID_TRANSITION
+            )
+        outcome = await undo_change(executor, devices, (original.rollback_payload or {}).get("devices", {}))
+        if outcome.status is ChangeStatus.ROLLED_BACK:
+            outcome.status = ChangeStatus.EXECUTED
+        return outcome
 
     async def _record(self, proposal: ConfigProposal, outcome: ChangeOutcome) -> None:
         status = str(outcome.status)
@@ -226,9 +257,7 @@ class LocalChanges:
         await self._record(proposal, outcome)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     async def on_clear(self, envelope: Envelope) -> None:
         clear = envelope.payload_as(wire.DeviceClear)

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from pdsno.canonical import utcnow
 from pdsno.changes.lifecycle import MOVES, follow, move
 from pdsno.changes.proposals import (
+    as_classified,
     blast_radius,
     classify_under,
     from_wire,
@@ -34,6 +35,7 @@ from pdsno.changes.proposals import (
 from pdsno.changes.tokens import check_token, issue_token, token_ttl
 from pdsno.controller.changes_common import (
     RESULT_STATUS,
+    Background,
     approval,
     degraded_in,
     mark_degraded,
@@ -74,7 +76,7 @@ class RegionalChanges:
         self._uplink = uplink
         self._policy = policy
         self._timers: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background(log)
         self._decisions = asyncio.Lock()
 
     # --- from the GC ------------------------------------------------------------------------
@@ -172,7 +174,9 @@ class RegionalChanges:
             )
         await refuse_duplicate(self._store, proposal, window_s=policy.freshness_window_s)
         devices = await load_targets(self._store, proposal)
-        found = classify_under(policy, proposal, devices, suggested=proposal.category)
+        found = classify_under(
+            policy, await as_classified(self._store, proposal), devices, suggested=proposal.category
+        )
         if found.tier is not proposal.category:
             proposal = (await self._store.update_proposal(
                 proposal.next_version(category=found.tier),
@@ -376,9 +380,7 @@ class RegionalChanges:
         return device.local_controller
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
 
 def _context(devices: list[Device], version: str | None) -> wire.RegionalContext:

@@ -59,7 +59,8 @@ class PolicyHolder:
             return False
         content = PolicyContent.model_validate(update.content)
         policy = Policy(
-            policy_id=update.policy_id,
+            # one row per version: the table keeps superseded versions (retention sweeps them)
+            policy_id=f"{update.policy_id}-v{update.policy_version}",
             policy_version=update.policy_version,
             scope=PolicyScope.GLOBAL,
             content=content.model_dump(mode="json"),

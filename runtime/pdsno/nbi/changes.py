@@ -83,6 +83,17 @@ async def approve(request: Request, proposal_id: str, body: Decision, approver: 
     return result
 
 
+@router.post("/proposals/{proposal_id}/rollback", status_code=201)
+async def rollback(
+    request: Request, proposal_id: str, body: Decision, operator: OperatorRequired
+) -> dict[str, Any]:
+    """Propose undoing an executed change (a new proposal, approved like the original)."""
+    result: dict[str, Any] = await _changes(request).rollback(
+        proposal_id, operator=operator.name, reason=body.reason
+    )
+    return result
+
+
 @router.post("/proposals/{proposal_id}/deny")
 async def deny(request: Request, proposal_id: str, body: Denial, approver: Approver) -> dict[str, Any]:
     """Deny a waiting change; an EMERGENCY change already executed is undone."""
