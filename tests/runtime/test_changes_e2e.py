@@ -6,6 +6,8 @@ read back with net-snmp's snmpget inside the lab.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import ssl
 import subprocess
 import uuid
@@ -381,6 +383,31 @@ def _reseal(world: World, lc_host: str, body: bytes) -> bytes:
     hmac = SigningKey.from_message_key(next(k for k in keys if k.peer_id == lc_id))
     return seal(MessageType.EXECUTION_INSTRUCTION, envelope.payload, sender_id=rc_id, recipient_id=lc_id,
                 key=hmac).to_bytes()  # fmt: skip
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def test_the_cli_checks_proposes_and_shows_a_change(world: World, tokens: dict[str, str]) -> None:
+    env = {**os.environ, "PDSNO_URL": world.url("gc-1"), "PDSNO_TOKEN": tokens["olga"],
+           "PDSNO_CA": str(world.root / "pki" / "ca.crt")}  # fmt: skip
+    target = device_id(world, "srv-a1-mon")
+
+    def pdsno(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", world.ns("gc-1"), str(PDSNO), "change", *args], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+    check = pdsno("propose", "--target", target, "--set", f"{SYS_LOCATION}=via the cli", "--check")
+    assert check.returncode == 0, check.stderr
+    assert "tier:        LOW" in check.stdout and "-> via the cli" in check.stdout
+    done = pdsno("propose", "--target", target, "--set", f"{SYS_LOCATION}=via the cli", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    view = json.loads(done.stdout)
+    assert view["status"] == "EXECUTED" and snmp_value(world, "srv-a1-mon") == "via the cli"
+    shown = pdsno("show", view["proposal_id"])
+    assert "CONFIG_EXECUTED" in shown.stdout
+    late = pdsno("approve", view["proposal_id"])
+    assert late.returncode != 0 and "FORBIDDEN" in late.stderr and "Traceback" not in late.stderr  # an operator
 
 
 # --- UC-7, audit -------------------------------------------------------------------------------------
