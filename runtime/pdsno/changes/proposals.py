@@ -57,6 +57,9 @@ class ProposalRequest(BaseModel):
         payload = {**self.payload, "executor": self.executor}
         if self.intent:
             payload["intent"] = self.intent
+        if self.rollback:
+            # Part of what is approved (the hash covers it); the ansible executor runs it to undo.
+            payload["rollback"] = self.rollback
         return payload
 
 
