@@ -14,6 +14,7 @@ from typing import Any
 
 from pdsno.canonical import utcnow
 from pdsno.config import ControllerConfig
+from pdsno.controller.policy_duty import PolicyHolder
 from pdsno.controller.uplink import Peers, Uplink
 from pdsno.discovery import SnmpCredentials, SnmpV3Credential, scan
 from pdsno.discovery.scanner import ScanResult
@@ -63,8 +64,11 @@ class LocalDiscovery:
         region: str,
         uplink: Uplink,
         mqtt: MqttLink | None,
+        policy: PolicyHolder | None = None,
     ) -> None:
         self._config = config
+        # The distributed policy when there is one (UC-7: a new interval applies from the next cycle).
+        self._policy = policy or PolicyHolder(store, config.policy)
         self._store = store
         self._me = me
         self._region = region
@@ -84,7 +88,7 @@ class LocalDiscovery:
             outcome = await run_cycle(
                 self._store, self._scan, lc_id=self._me, region=self._region,
                 subnets=[str(s) for s in self._config.discovery.subnets],
-                missed_cycles_before_inactive=self._config.policy.missed_cycles_before_inactive,
+                missed_cycles_before_inactive=self._policy.content.missed_cycles_before_inactive,
                 request_id=request_id,
             )  # fmt: skip
             for report in outcome.reports:
@@ -113,7 +117,7 @@ class LocalDiscovery:
         return None
 
     async def run_forever(self) -> None:
-        interval = self._config.discovery.interval_s or self._config.policy.discovery_interval_s
+        interval = self._config.discovery.interval_s or self._policy.content.discovery_interval_s
         if self._mqtt is not None:
             # Reports travel on MQTT; REST is the fallback, not the way to start.
             await self._mqtt.wait_connected(10)

@@ -384,6 +384,8 @@ class ControllerNode:
         )
         # Live heartbeats only: a retained one seen before a restart would be refused as a replay.
         self._mqtt.subscribe(watched, self._on_status, qos=0, no_local=True, skip_retained=True)
+        self._policy_holder = PolicyHolder(self.store, self.config.policy)
+        await self._policy_holder.load()
         self._take_up_discovery(self._mqtt)
         await self._take_up_changes(self._mqtt)
         await self._mqtt.start()
@@ -405,7 +407,7 @@ class ControllerNode:
         elif uplink is not None and self.region is not None:
             if self.role is ControllerRole.LOCAL:
                 self.local_discovery = LocalDiscovery(config, self.store, me=self.controller_id, region=self.region,
-                                                      uplink=uplink, mqtt=mqtt)  # fmt: skip
+                                                      uplink=uplink, mqtt=mqtt, policy=self._policy_holder)  # fmt: skip
                 self.handlers[MessageType.DISCOVERY_REQUEST] = self.local_discovery.on_request
             else:
                 regional = RegionalDiscovery(
@@ -427,10 +429,10 @@ class ControllerNode:
 
     async def _take_up_changes(self, mqtt: MqttLink) -> None:
         """The tier's part in policy and configuration changes (reference-design §5, §6)."""
-        identity, config = self.identity, self.config
+        identity = self.identity
         signer = Ed25519Signer(self.controller_id, self._key)
-        holder = PolicyHolder(self.store, config.policy)
-        self._policy_holder = holder
+        assert self._policy_holder is not None
+        holder = self._policy_holder
         peers = self._peer_messages()
         executors = self._executor
         if self.role is ControllerRole.GLOBAL:
