@@ -406,8 +406,8 @@ def test_the_cli_checks_proposes_and_shows_a_change(world: World, tokens: dict[s
     assert view["status"] == "EXECUTED" and snmp_value(world, "srv-a1-mon") == "via the cli"
     shown = pdsno("show", view["proposal_id"])
     assert "CONFIG_EXECUTED" in shown.stdout
-    late = pdsno("approve", view["proposal_id"])
-    assert late.returncode != 0 and "FORBIDDEN" in late.stderr and "Traceback" not in late.stderr  # an operator
+    late = pdsno("approve", view["proposal_id"])  # olga is an operator, not an approver
+    assert late.returncode != 0 and "FORBIDDEN" in late.stderr and "Traceback" not in late.stderr
 
 
 # --- UC-7, audit -------------------------------------------------------------------------------------
