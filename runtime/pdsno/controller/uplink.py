@@ -49,7 +49,7 @@ class Peers:
         return (await self.envelope(peer_id, message_type, payload)).to_bytes()
 
     async def post(self, peer_id: str, url: str, message_type: MessageType, payload: BaseModel) -> Any:
-        return await self._client.post(url + MESSAGES_PATH, await self.seal(peer_id, message_type, payload))
+        return await self._client.post(url + MESSAGES_PATH, lambda: self.seal(peer_id, message_type, payload))
 
     async def request(
         self, peer_id: str, url: str, message_type: MessageType, payload: BaseModel

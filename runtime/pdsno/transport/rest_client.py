@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,17 @@ class PeerClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def post(self, url: str, body: bytes) -> Any:
-        """POST ``body`` (JSON bytes) and return the decoded JSON answer, retrying what may heal."""
+    async def post(self, url: str, body: bytes | Callable[[], Awaitable[bytes]]) -> Any:
+        """POST ``body`` (JSON bytes) and return the decoded JSON answer, retrying what may heal.
+
+        Pass a signed message as a callable that seals it: each attempt then carries a fresh envelope,
+        since a receiver that failed after recording the first one would refuse it again as a replay."""
         attempts = len(self._backoff) + 1
         for attempt in range(attempts):
+            content = body if isinstance(body, bytes) else await body()
             try:
                 response = await self._client.post(
-                    url, content=body, headers={"content-type": "application/json"}
+                    url, content=content, headers={"content-type": "application/json"}
                 )
             except httpx.TransportError as exc:
                 failure: PeerError = PeerError(
