@@ -321,8 +321,23 @@ def test_ssh_through_the_proxy_command_reaches_an_lc_host(lab: Lab) -> None:
     assert done.stdout.splitlines()[0] == "lc-a1"
     assert "198.18.1.254/24" in done.stdout
     inventory = yaml.safe_load(lab.inventory_path.read_text())
-    lc = inventory["all"]["children"]["controllers"]["children"]["lc"]["hosts"]["lc-a1"]
+    controllers = inventory["all"]["children"]["controllers"]["children"]
+    lc = controllers["local"]["hosts"]["lc-a1"]
     assert lc["ansible_host"] == "198.19.255.31"
+    assert (lc["pdsno_controller_id"], lc["pdsno_region"], lc["pdsno_subnets"]) == (
+        "local_cntl_zone-a_1",
+        "zone-a",
+        ["198.18.1.0/24"],
+    )
+    assert lc["pdsno_lab_snmp_communities"] == ["public"]
+    lc_b1 = controllers["local"]["hosts"]["lc-b1"]
+    assert lc_b1["pdsno_controller_id"] == "local_cntl_zone-b_1"
+    assert "facilities" in lc_b1["pdsno_lab_snmp_communities"]
+    assert [v3.split(":")[0] for v3 in lc_b1["pdsno_lab_snmp_v3"]] == ["pdsno-ro"]
+    assert controllers["local"]["hosts"]["lc-a2"]["pdsno_controller_id"] == "local_cntl_zone-a_2"
+    assert controllers["global"]["hosts"]["gc-1"]["pdsno_controller_id"] == "global_cntl_1"
+    assert controllers["regional"]["hosts"]["rc-zone-b"]["pdsno_controller_id"] == "regional_cntl_zone-b_1"
+    assert list(inventory["all"]["children"]["broker"]["hosts"]) == ["broker-1"]
     assert f"ip netns exec {lab.operator_netns}" in inventory["all"]["vars"]["ansible_ssh_common_args"]
 
 

@@ -20,6 +20,7 @@ EXIT_USAGE = 2
 # the web server and the MQTT stack (its start-up time is part of what the discovery benchmark sees).
 COMMANDS = {
     "audit": "pdsno.cli.audit:audit_group",
+    "broker": "pdsno.cli.broker:broker_group",
     "change": "pdsno.cli.change:change_group",
     "controller": "pdsno.cli.controller:controller_group",
     "discover": "pdsno.cli.discover:discover",

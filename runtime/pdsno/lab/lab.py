@@ -884,19 +884,31 @@ class Lab:
         )
 
     def _write_inventory(self) -> None:
+        """The inventory ``playbooks/deploy.yml`` deploys the lab from (with ``inventory/lab``'s group vars):
+        groups ``global``, ``regional``, ``local`` (under ``controllers``) and ``broker``; each controller's
+        id, region and subnets; each LC the SNMP credentials its subnets' devices answer to."""
         st = self._state
-        groups: dict[str, dict[str, Any]] = {"gc": {}, "rc": {}, "lc": {}, "broker": {}}
-        for h in st.hosts.values():
+        groups: dict[str, dict[str, Any]] = {"global": {}, "regional": {}, "local": {}, "broker": {}}
+        group_of = {"gc": "global", "rc": "regional", "lc": "local", "broker": "broker"}
+        serial: dict[tuple[str, str | None], int] = {}
+        for h in sorted(st.hosts.values(), key=lambda h: h.host.name):
+            group = group_of[h.host.role]
             hv: dict[str, Any] = {
                 "ansible_host": h.host.mgmt_ip,
                 "pdsno_lab_role": h.host.role,
                 "pdsno_lab_netns": h.netns,
             }
+            if group != "broker":
+                n = serial[(group, h.host.zone)] = serial.get((group, h.host.zone), 0) + 1
+                region = f"{h.host.zone}_" if h.host.zone is not None else ""
+                hv["pdsno_controller_id"] = f"{group}_cntl_{region}{n}"
             if h.host.zone is not None:
                 hv["pdsno_region"] = h.host.zone
             if h.host.subnets:
+                hv["pdsno_subnets"] = [s.cidr for s in h.host.subnets]
                 hv["pdsno_lab_subnets"] = [s.model_dump() for s in h.host.subnets]
-            groups[h.host.role][h.host.name] = hv
+                hv.update(self._snmp_credentials(h.host.name))
+            groups[group][h.host.name] = hv
         ssh_args = (
             f"-o ProxyCommand='{services.proxy_command(st.operator_netns)}' "
             f"-o UserKnownHostsFile={self.known_hosts_path} -o StrictHostKeyChecking=yes"
@@ -912,6 +924,8 @@ class Lab:
                     "pdsno_lab_prefix": st.prefix,
                     "pdsno_lab_topology": st.topology,
                     "pdsno_lab_management": st.management,
+                    "pdsno_lab_operator_netns": st.operator_netns,
+                    "pdsno_lab_state_dir": str(self.state_dir),
                 },
                 "children": {
                     "controllers": {
@@ -926,6 +940,19 @@ class Lab:
         text = "# written by `pdsno lab up`; the lab's controller hosts, reached over ssh through the management namespace\n"
         text += yaml.safe_dump(inventory, sort_keys=False, width=200)
         write_file_atomically(self.inventory_path, text.encode(), mode=0o644, dir_mode=0o700)
+
+    def _snmp_credentials(self, lc: str) -> dict[str, list[str]]:
+        """The v2c communities and v3 users (``USER:AUTH:PRIV``) the devices an LC serves answer to."""
+        devices = [d.device for d in self._state.devices.values() if d.device.lc == lc]
+        communities = sorted({d.community for d in devices if d.community is not None})
+        v3 = sorted(
+            {
+                f"{d.snmpv3.user}:{d.snmpv3.auth_password}:{d.snmpv3.priv_password}"
+                for d in devices
+                if d.snmpv3
+            }
+        )
+        return {"pdsno_lab_snmp_communities": communities, "pdsno_lab_snmp_v3": v3}
 
 
 # --------------------------------------------------------------------------------------------------
