@@ -92,9 +92,10 @@ from ansible_collections.pdsno.net.plugins.module_utils.pdsno_api import (  # no
     quote_id,
 )
 
-# Where each decision can still be taken (the GC's life cycle, decisions C6).
+# Where each decision can still be taken (the GC's life cycle, decisions C6). A QUEUED change waits for
+# another one on the same devices; it can be denied, and approved once it is PENDING again.
 DECIDABLE = {
-    "approve": ("PENDING", "QUEUED"),
+    "approve": ("PENDING",),
     "deny": ("PENDING", "QUEUED", "APPROVED"),
 }
 RESULTING = {"approve": "APPROVED", "deny": "DENIED"}
