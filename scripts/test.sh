@@ -30,6 +30,10 @@ stage "ruff check" ruff check .
 stage "ruff format" ruff format --check .
 stage "mypy" mypy
 stage "pytest" python -m pytest "$@"
+# The collection's quality gates (docs/collection.md): ansible-test runs in a staged, installed copy.
+stage "ansible-lint" ansible-lint --nocolor
+stage "ansible-test sanity" tests/collection/ansible_test.sh sanity
+stage "ansible-test units" tests/collection/ansible_test.sh units
 
 if ((${#failed[@]})); then
     summary="$(printf '%s, ' "${failed[@]}")"

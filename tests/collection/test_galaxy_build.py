@@ -31,6 +31,9 @@ FORBIDDEN_PREFIXES = (
     ".venv",
     "bench/",
     "scripts/",
+    "build/",
+    ".ansible/",
+    ".ansible-lint",
 )
 
 pytestmark = pytest.mark.skipif(
