@@ -241,6 +241,17 @@ def clean_ansible_env(collections: Path, **extra: str) -> dict[str, str]:
 
 
 @dataclass
+class Call:
+    """One module call: ``pdsno.net.<name>`` with ``args``, as an operator of ``role``."""
+
+    name: str
+    args: dict[str, Any]
+    role: str = "viewer"
+    check: bool = False
+    diff: bool = False
+
+
+@dataclass
 class Ansible:
     """The real Ansible commands against the installed collection, from a directory without ansible.cfg."""
 
@@ -248,35 +259,37 @@ class Ansible:
     workdir: Path
     gc: RunningGC
 
-    def module(
-        self,
-        name: str,
-        args: dict[str, Any],
-        *,
-        role: str = "viewer",
-        check: bool = False,
-        diff: bool = False,
-    ) -> dict[str, Any]:
-        """Run ``pdsno.net.<name>`` in a one-task play; returns its registered result (with ``failed``
-        and ``diff``), and the play's exit status as ``_rc``."""
-        out = self.workdir / f"result-{time.monotonic_ns()}.json"
-        play = [{
-            "name": f"pdsno.net.{name}", "hosts": "localhost", "gather_facts": False,
-            "tasks": [
-                {"name": "The module", f"pdsno.net.{name}": args, "register": "result", "ignore_errors": True,
-                 "check_mode": check, "diff": diff},
-                {"name": "Keep its result", "ansible.builtin.copy": {"content": "{{ result | to_json }}", "dest": str(out)},
-                 "check_mode": False, "diff": False},
-            ],
-        }]  # fmt: skip
-        playbook = out.with_suffix(".yml")
-        playbook.write_text(json.dumps(play))
-        done = self.run("ansible-playbook", str(playbook), "-i", "localhost,", "-c", "local", role=role)
-        assert out.is_file(), f"no result from {name}:\n{done.stdout}\n{done.stderr}"
-        result: dict[str, Any] = json.loads(out.read_text())
-        result.setdefault("failed", False)
-        result["_rc"] = 0 if not result["failed"] else 2
-        return result
+    def modules(self, *calls: Call) -> list[dict[str, Any]]:
+        """Run the calls in order as the tasks of one play (one ``ansible-playbook`` start for all); returns
+        each one's registered result, ``failed`` and ``diff`` included. A failed call does not stop the
+        ones after it. Each call's token reaches its module through the environment (PDSNO_TOKEN)."""
+        out = self.workdir / f"results-{time.monotonic_ns()}"
+        out.mkdir()
+        tasks: list[dict[str, Any]] = []
+        for n, call in enumerate(calls):
+            tasks += [
+                {"name": f"{n}: pdsno.net.{call.name}", f"pdsno.net.{call.name}": call.args, "register": f"r{n}",
+                 "ignore_errors": True, "check_mode": call.check, "diff": call.diff,
+                 "environment": {"PDSNO_TOKEN": self.gc.tokens[call.role]}},
+                {"name": f"{n}: keep the result", "check_mode": False, "diff": False,
+                 "ansible.builtin.copy": {"content": f"{{{{ r{n} | to_json }}}}", "dest": str(out / f"{n}.json")}},
+            ]  # fmt: skip
+        playbook = out / "play.yml"
+        playbook.write_text(
+            json.dumps([{"name": "calls", "hosts": "localhost", "gather_facts": False, "tasks": tasks}])
+        )
+        done = self.run("ansible-playbook", str(playbook), "-i", "localhost,", "-c", "local")
+        results = []
+        for n in range(len(calls)):
+            kept = out / f"{n}.json"
+            assert kept.is_file(), f"no result from call {n}:\n{done.stdout}\n{done.stderr}"
+            result: dict[str, Any] = json.loads(kept.read_text())
+            result.setdefault("failed", False)
+            results.append(result)
+        return results
+
+    def module(self, name: str, args: dict[str, Any], **options: Any) -> dict[str, Any]:
+        return self.modules(Call(name, args, **options))[0]
 
     def run(self, *argv: str, role: str = "viewer", **extra: str) -> subprocess.CompletedProcess[str]:
         env = clean_ansible_env(self.collections, **{**self.gc.env(role), **extra})
