@@ -108,6 +108,8 @@ options:
     default: 2
 notes:
   - C(changed) is true when a proposal was created (in check mode, when one would be).
+  - A change the GC would refuse (an immutable rule, too many regions, devices of more than one local
+    controller) fails with the GC's reason code, in check mode too.
 """
 
 EXAMPLES = r"""
@@ -271,6 +273,12 @@ def run(module, client):
     }
     if module._diff:
         result["diff"] = ansible_diff(result["changes"])
+    refused = preview.get("refused")
+    if refused:
+        # The GC would refuse the proposal itself (immutable rule, too many regions, ...): say so now,
+        # in check mode too, instead of predicting a change that cannot happen.
+        result.pop("diff", None)
+        module.fail_json(msg=refused.get("message"), code=refused.get("code"), **result)
 
     proposal = find_open(client, result["config_hash"])
     changed = proposal is None

@@ -165,29 +165,39 @@ def high_change(message: str, device: str = EDGE_1) -> dict[str, object]:
 
 def test_config_change_in_check_mode_classifies_without_submitting(ansible: Ansible, gc: RunningGC) -> None:
     gc.require("POST", "/api/v1/proposals")
-    preview = ansible.module("config_change", low_change("rack 7"), role="operator", check=True, diff=True)
+    preview, split = ansible.modules(
+        Call("config_change", low_change("rack 7"), role="operator", check=True, diff=True),
+        Call("config_change", dict(low_change("rack 7"), targets=ZONE_A), role="operator", check=True),
+    )
     assert not preview["failed"] and preview["changed"] is True, preview
     assert preview["classification"]["tier"] == "LOW" and preview["approver"] and preview["config_hash"]
     assert preview["blast_radius"]["devices"] == 1
     assert preview["diff"]["after"][EDGE_1]["1.3.6.1.2.1.1.6.0"] == "rack 7"
     assert "proposal_id" not in preview
+    # Devices of two local controllers: the GC would refuse it, so check mode fails too.
+    assert split["failed"] is True and split["code"] == "INVALID_REQUEST", split
+    assert split["blast_radius"]["devices"] == len(ZONE_A)
     with gc.http() as client:
         stored = client.get("/api/v1/proposals").json()["items"]
     assert preview["config_hash"] not in {p["config_hash"] for p in stored}
 
 
-def test_config_change_submits(ansible: Ansible, gc: RunningGC) -> None:
-    """A LOW change: the RC approves it at once and the LC carries it out (nothing answers SNMP there)."""
+def test_config_change_submits_and_waits(ansible: Ansible, gc: RunningGC) -> None:
+    """A LOW change: the RC approves it at once and the LC carries it out, which fails (nothing answers
+    SNMP on the device's loopback address); waiting for its execution reports that."""
     gc.require("POST", "/api/v1/proposals")
-    first = ansible.module("config_change", low_change("rack 8"), role="operator")
-    assert not first["failed"] and first["changed"] is True, first
+    first = ansible.module(
+        "config_change", dict(low_change("rack 8"), wait="executed", wait_timeout=120, poll_interval=0.5),
+        role="operator",
+    )  # fmt: skip
+    assert first["failed"] is True and first["changed"] is True, first
     assert first["classification"]["tier"] == "LOW"
-    assert (
-        first["proposal"]["target_devices"] == [EDGE_1] and first["proposal"]["proposed_by"] == "operator-1"
-    )
     with gc.http() as client:
         stored = client.get(f"/api/v1/proposals/{first['proposal_id']}").json()
     assert stored["config_hash"] == first["config_hash"]
+    assert stored["target_devices"] == [EDGE_1] and stored["proposed_by"] == "operator-1"
+    assert stored["status"] in ("FAILED", "ROLLING_BACK", "ROLLED_BACK", "DEGRADED"), stored["status"]
+    assert first["code"].startswith("PROPOSAL_") and "will not be executed" in first["msg"]
     assert [e["event_type"] for e in stored["audit"]][:1] == ["CONFIG_PROPOSED"]
 
 
