@@ -31,15 +31,9 @@ options:
     description:
       - The desired policy values, for example C(discovery_interval_s), C(missed_cycles_before_inactive),
         C(auto_approve_low), C(human_approval_tiers), C(classification_rules).
-      - The GC refuses unknown keys (C(INVALID_REQUEST)).
+      - Keys left out keep their current value. The GC refuses unknown keys (C(INVALID_REQUEST)).
     type: dict
     required: true
-  exclusive:
-    description:
-      - V(false) sets the keys of O(content) and keeps every other key of the current policy.
-      - V(true) makes the policy exactly O(content); keys left out return to the GC's defaults.
-    type: bool
-    default: false
   expected_version:
     description:
       - Write only if the current policy version is this one; otherwise fail with
@@ -60,10 +54,13 @@ EXAMPLES = r"""
       auto_approve_low: true
   diff: true
 
-- name: The complete policy, nothing else
+- name: Preview a change of the approval rules
   pdsno.net.policy:
-    exclusive: true
-    content: "{{ lookup('ansible.builtin.file', 'pdsno-policy.json') | from_json }}"
+    content:
+      human_approval_tiers: [MEDIUM, HIGH]
+  check_mode: true
+  diff: true
+  register: preview
 """
 
 RETURN = r"""
@@ -75,8 +72,6 @@ policy:
     policy_id: 1c3e1f0a-7f57-4d3c-9a4f-2f8c8a0bb7b5
     policy_version: "7"
     content: {discovery_interval_s: 120, auto_approve_low: true}
-    distributed_by: global_cntl_1
-    distributed_at: "2026-11-22T15:40:00Z"
 differences:
   description: The keys whose value differs (or would differ) between the current and the desired policy.
   returned: success
@@ -94,8 +89,9 @@ from ansible_collections.pdsno.net.plugins.module_utils.pdsno_api import (  # no
 )
 
 
-def desired_content(current, wanted, exclusive):
-    return dict(wanted) if exclusive else dict(current, **wanted)
+def desired_content(current, wanted):
+    """The current policy with the wanted keys set (the GC always answers every key)."""
+    return dict(current, **wanted)
 
 
 def differing_keys(before, after):
@@ -112,7 +108,7 @@ def run(module, client):
             raise
         current = {}
     before = current.get("content") or {}
-    after = desired_content(before, params["content"], params["exclusive"])
+    after = desired_content(before, params["content"])
     differences = differing_keys(before, after)
     result = {"changed": bool(differences), "policy": current, "differences": differences}
     if module._diff:
@@ -130,7 +126,6 @@ def main():
     argument_spec = connection_argument_spec()
     argument_spec.update(
         content={"type": "dict", "required": True},
-        exclusive={"type": "bool", "default": False},
         expected_version={"type": "str"},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -65,14 +65,11 @@ def test_the_gcs_change_list_becomes_before_and_after():
     assert ansible_diff(None) == {"before": {}, "after": {}}
 
 
-def test_desired_policy_merges_unless_exclusive():
+def test_desired_policy_sets_the_given_keys_and_keeps_the_others():
     current = {"discovery_interval_s": 300, "auto_approve_low": True}
-    assert desired_content(current, {"discovery_interval_s": 120}, exclusive=False) == {
+    assert desired_content(current, {"discovery_interval_s": 120}) == {
         "discovery_interval_s": 120,
         "auto_approve_low": True,
-    }
-    assert desired_content(current, {"discovery_interval_s": 120}, exclusive=True) == {
-        "discovery_interval_s": 120
     }
     assert current == {"discovery_interval_s": 300, "auto_approve_low": True}
 
