@@ -1,66 +1,97 @@
 #!/usr/bin/env bash
-# The main job as far as the project goes today: build the demo lab (network namespaces with devices
-# that answer ARP, ICMP and SNMP), discover it from each local controller host, and compare what was
-# found with the lab's ground truth. Then the NIB part: a Global controller's NIB with a verified audit
-# log. Everything is torn down at the end (the NIB stays in .demo/). Needs root (namespaces).
+# The main job: build the lab (network namespaces: devices that answer ARP, ICMP and SNMP, and
+# controller hosts that run sshd), deploy the whole PDSNO hierarchy into it with Ansible over SSH
+# (playbooks/deploy.yml: broker, global, regional and local controllers, TLS everywhere), discover
+# through the Global controller's API (playbooks/discover.yml, module pdsno.net.discover), list the
+# devices per region beside the lab's ground truth, and show that a second deploy changes nothing.
+# The lab stays up at the end so you can explore it; the last lines say how. Needs root (namespaces).
+#
+#   ./scripts/demo.sh                     # DEMO_SECOND_DEPLOY=0 skips the second deploy
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/bootstrap.sh
 export PATH="$ROOT/.venv/bin:$PATH"
+export ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_NOCOLOR=1
 
 DEMO="$ROOT/.demo"
 LAB="$DEMO/lab"
+PREFIX="${DEMO_PREFIX:-pdsno-}"
+INVENTORY=(-i inventory/lab -i "$LAB/inventory.yml")
 mkdir -p "$DEMO"
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+timed() {
+    local started=$SECONDS
+    "$@"
+    printf '(%d s)\n' $((SECONDS - started))
+}
 
-cleanup() { pdsno lab down --state-dir "$LAB" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-cleanup
+# A previous demo's lab (and what was deployed into it) goes first.
+pdsno lab down --state-dir "$LAB" --prefix "$PREFIX" >/dev/null 2>&1 || true
+rm -rf "$LAB/deploy"
 
-step pdsno lab up --state-dir "$LAB"
-python - "$LAB" <<'PY'
-import ipaddress, json, subprocess, sys
+step pdsno lab up --state-dir "$LAB" --prefix "$PREFIX"
+step timed ansible-playbook "${INVENTORY[@]}" playbooks/deploy.yml
+step timed ansible-playbook "${INVENTORY[@]}" playbooks/discover.yml -e "pdsno_discover_save_to=$DEMO/discovered.json"
+
+python - "$LAB" "$DEMO/discovered.json" <<'PY'
+import ipaddress, json, sys
 from pathlib import Path
 
-lab = Path(sys.argv[1])
-truth = json.loads((lab / "ground_truth.json").read_text())
-found: dict[str, dict] = {}
-for host in (h for h in truth["controllers"] if h["role"] == "lc"):
-    argv = ["ip", "netns", "exec", host["netns"], "pdsno", "discover", "--json", "--community", "public",
-            "--community", "facilities", "--snmpv3", "pdsno-ro:lab-auth-b1:lab-priv-b1"]
-    for subnet in host["subnets"]:
-        argv += ["--subnet", subnet["cidr"]]
-    print(f"\n$ {' '.join(argv[4:])}    (inside {host['name']})")
-    result = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
-    for device in result["devices"]:
-        found[device["mac_address"]] = device
-    print(f"  {len(result['devices'])} devices in {result['duration_s']:.2f} s")
+import yaml
 
-print(f"\n{'device':<14} {'addresses':<40} {'sysName':<16} {'vendor':<12} {'type':<8} ok")
+lab, found_file = Path(sys.argv[1]), Path(sys.argv[2])
+truth = json.loads((lab / "ground_truth.json").read_text())
+inventory = yaml.safe_load((lab / "inventory.yml").read_text())
+lc_ids = {host: hv["pdsno_controller_id"]
+          for host, hv in inventory["all"]["children"]["controllers"]["children"]["local"]["hosts"].items()}
+found = {d["mac_address"]: d for d in json.loads(found_file.read_text())}
+
 right = 0
-for want in sorted(truth["devices"], key=lambda d: ipaddress.ip_address(d["addresses"][0]["ip"])):
-    got = found.get(want["mac"], {})
-    ok = (sorted(a["ip"] for a in want["addresses"]) == sorted(got.get("addresses", []))
-          and got.get("hostname") == want["sysName"] and got.get("vendor") == want["vendor"])
-    right += ok
-    addresses = ", ".join(got.get("addresses", [])) or "-"
-    print(f"{want['name']:<14} {addresses:<40} {got.get('hostname') or '-':<16} {got.get('vendor') or '-':<12} "
-          f"{got.get('device_type', '-'):<8} {'yes' if ok else 'NO'}")
+for region in sorted({d["zone"] for d in truth["devices"]}):
+    devices = sorted((d for d in truth["devices"] if d["zone"] == region),
+                     key=lambda d: ipaddress.ip_address(d["addresses"][0]["ip"]))
+    print(f"\nregion {region}: {len(devices)} devices in the lab")
+    print(f"  {'device':<13} {'addresses':<38} {'sysName':<13} {'vendor':<9} {'type':<8} {'local controller':<20} ok")
+    for want in devices:
+        got = found.get(want["mac"], {})
+        ok = (sorted(a["ip"] for a in want["addresses"]) == sorted(got.get("addresses", []))
+              and got.get("hostname") == want["sysName"] and got.get("vendor") == want["vendor"]
+              and got.get("region") == region and got.get("local_controller") == lc_ids[want["lc"]])
+        right += ok
+        print(f"  {want['name']:<13} {', '.join(got.get('addresses', [])) or '-':<38} {got.get('hostname') or '-':<13} "
+              f"{got.get('vendor') or '-':<9} {got.get('device_type') or '-':<8} {got.get('local_controller') or '-':<20} "
+              f"{'yes' if ok else 'NO'}")
 extra = set(found) - {d["mac"] for d in truth["devices"]}
-print(f"\n{right}/{len(truth['devices'])} devices exactly as in the ground truth, {len(extra)} extra")
+print(f"\n{right}/{len(truth['devices'])} devices in the NIB exactly as in the lab's ground truth, {len(extra)} extra")
 sys.exit(0 if right == len(truth["devices"]) and not extra else 1)
 PY
 
-CONFIG="$DEMO/gc.yml"
-cat >"$CONFIG" <<YAML
-# Demo Global controller: SQLite NIB under .demo/gc, plain transport (nothing listens in this demo).
-controller: {id: global_cntl_1, role: global, data_dir: $DEMO/gc}
-nib: {backend: sqlite}
-rest: {tls: {insecure: true}}
-mqtt: {tls: {insecure: true}}
-YAML
-step pdsno nib init --config "$CONFIG"
-step pdsno audit verify --config "$CONFIG"
-step pdsno lab down --state-dir "$LAB"
+if [[ "${DEMO_SECOND_DEPLOY:-1}" != 0 ]]; then
+    step timed ansible-playbook "${INVENTORY[@]}" playbooks/deploy.yml | tee "$DEMO/second-deploy.log" | sed -n '/PLAY RECAP/,$p'
+    if grep -E 'changed=[1-9]' "$DEMO/second-deploy.log" >/dev/null; then
+        echo "the second deploy changed something (see $DEMO/second-deploy.log)" >&2
+        exit 1
+    fi
+    echo "second deploy: changed=0 on every host"
+fi
+
+GC_IP="$(python -c 'import sys, yaml; inv = yaml.safe_load(open(sys.argv[1]))
+print(next(iter(inv["all"]["children"]["controllers"]["children"]["global"]["hosts"].values()))["ansible_host"])' "$LAB/inventory.yml")"
+GC_HOST="$(python -c 'import sys, yaml; inv = yaml.safe_load(open(sys.argv[1]))
+print(next(iter(inv["all"]["children"]["controllers"]["children"]["global"]["hosts"])))' "$LAB/inventory.yml")"
+CA="$LAB/deploy/$GC_HOST/data/tls/ca.crt"
+TOKEN="$LAB/deploy/secrets/nbi/ansible.token"
+cat <<EOF
+
+The lab and the hierarchy are up.
+  API (Global controller):  https://$GC_IP:8443/api/v1   (docs: /docs, schema: /openapi.json)
+  reach it from the lab's management namespace ${PREFIX}mgmt, trusting the deployment CA $CA:
+    sudo ip netns exec ${PREFIX}mgmt curl --cacert $CA \\
+        -H "Authorization: Bearer \$(sudo cat $TOKEN)" https://$GC_IP:8443/api/v1/devices
+  tokens: operator 'ansible' in $TOKEN, admin 'lab-admin' beside it;
+    another: sudo .venv/bin/pdsno operator add --config $LAB/deploy/$GC_HOST/etc/controller.yml --name NAME --role viewer
+  discover again: sudo .venv/bin/ansible-playbook ${INVENTORY[*]} playbooks/discover.yml
+  tear it all down: sudo .venv/bin/pdsno lab down --state-dir $LAB && sudo rm -rf $LAB
+EOF
