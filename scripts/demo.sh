@@ -13,7 +13,7 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/bootstrap.sh
 export PATH="$ROOT/.venv/bin:$PATH"
-export ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_NOCOLOR=1
+export ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_NOCOLOR=1 ANSIBLE_FORKS=16
 
 DEMO="$ROOT/.demo"
 LAB="$DEMO/lab"
@@ -71,7 +71,8 @@ PY
 if [[ "${DEMO_SECOND_DEPLOY:-1}" != 0 ]]; then
     step timed ansible-playbook "${INVENTORY[@]}" playbooks/deploy.yml | tee "$DEMO/second-deploy.log" | sed -n '/PLAY RECAP/,$p'
     if grep -E 'changed=[1-9]' "$DEMO/second-deploy.log" >/dev/null; then
-        echo "the second deploy changed something (see $DEMO/second-deploy.log)" >&2
+        echo "the second deploy changed something (a source file edited meanwhile is reinstalled):" >&2
+        grep -E '^(TASK|RUNNING HANDLER) |^changed:' "$DEMO/second-deploy.log" | grep -B1 '^changed:' >&2
         exit 1
     fi
     echo "second deploy: changed=0 on every host"
