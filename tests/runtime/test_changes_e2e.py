@@ -140,6 +140,9 @@ def test_uc2_a_low_change_is_executed_and_its_rollback_restores_the_old_value(
                        "payload": {"set": {SYS_LOCATION: "moved by uc-2"}}})  # fmt: skip
     assert check.status_code == 200, check.text
     assert check.json()["classification"]["tier"] == "LOW" and check.json()["human_approval"] is False
+    # the diff as the LC planned it: the value read from the device now, beside the one wanted
+    [(device, diff)] = check.json()["diff"].items()
+    assert diff == [{"key": SYS_LOCATION, "before": before, "after": "moved by uc-2"}], check.json()
     assert not call(world, tokens["olga"], "GET", "/api/v1/proposals").json()["items"], "check stored nothing"
 
     made = propose(world, tokens["olga"], ["acc-sw-a1-1"], "moved by uc-2")

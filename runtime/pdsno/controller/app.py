@@ -48,6 +48,11 @@ _STATUS = {
          ReasonCode.POLICY_VERSION_MISMATCH, ReasonCode.LOCK_RACE, ReasonCode.DENY_CONFLICT,
          ReasonCode.DEVICE_STATE_CHANGED, ReasonCode.DEVICE_DEGRADED, ReasonCode.DEVICE_NOT_AVAILABLE,
          ReasonCode.EMERGENCY_RATE_LIMITED, ReasonCode.TOO_MANY_REGIONS), 409),
+    # A device or an executor failed: the request was fine, asking again at once will not help.
+    **dict.fromkeys(
+        (ReasonCode.DEVICE_UNREACHABLE, ReasonCode.DEVICE_READ_FAILED, ReasonCode.DEVICE_WRITE_FAILED,
+         ReasonCode.CHANGE_VERIFY_FAILED, ReasonCode.EXECUTOR_UNAVAILABLE, ReasonCode.EXECUTOR_TIMEOUT,
+         ReasonCode.CONFIG_INVALID), 424),
 }  # fmt: skip
 
 

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 S = ConfigStatus
 SWEEP_INTERVAL_S = 5.0
+PLAN_TIMEOUT_S = 15.0
+"""A ``check`` answers within this even when the devices do not (the diff then lacks the values read)."""
 
 
 class GlobalChanges:
@@ -94,7 +96,10 @@ class GlobalChanges:
         radius = blast_radius(devices)
         blocked = self._refusal(proposal, devices, radius)
         if check:
-            return self._check_view(proposal, found, radius, blocked)
+            view = self._check_view(proposal, found, radius, blocked)
+            if blocked is None:
+                view["diff"], view["diff_error"] = await self._planned_diff(proposal, devices)
+            return view
         if blocked is not None:
             raise blocked
         if (
@@ -291,7 +296,6 @@ class GlobalChanges:
             tier is Sensitivity.LOW and not policy.auto_approve_low
         )
         approver = {Sensitivity.HIGH: self._me, Sensitivity.EMERGENCY: "local"}.get(tier, "regional")
-        wanted = proposal.config_payload.get("set") or {}
         return {
             "check": True,
             "config_hash": proposal.config_hash,
@@ -299,11 +303,35 @@ class GlobalChanges:
             "approver": approver,
             "human_approval": human and tier is not Sensitivity.EMERGENCY,
             "blast_radius": radius,
-            "diff": {d: [{"key": k, "before": None, "after": v} for k, v in wanted.items()]
-                     for d in proposal.target_devices},
+            "diff": {},
+            "diff_error": None,
             "policy_version": self._policy.version,
             "refused": {"code": blocked.code.value, "message": blocked.message} if blocked else None,
         }  # fmt: skip
+
+    async def _planned_diff(
+        self, proposal: ConfigProposal, devices: list[Device]
+    ) -> tuple[dict[str, Any], dict[str, str] | None]:
+        """The diff as the local controller plans it (the values read from each device now); the wanted
+        values alone, with the reason, when the plan cannot be had."""
+        wanted = proposal.config_payload.get("set") or {}
+        fallback = {
+            d: [{"key": k, "before": None, "after": v} for k, v in wanted.items()]
+            for d in proposal.target_devices
+        }
+        try:
+            rc = await self._rc_of(devices)
+            asked = to_wire(proposal).model_copy(update={"check": True})
+            answer = await asyncio.wait_for(
+                self._request(rc, MessageType.CONFIG_PROPOSAL, asked), PLAN_TIMEOUT_S
+            )
+        except PdsnoError as failed:
+            return fallback, {"code": failed.code.value, "message": failed.message}
+        except TimeoutError:
+            return fallback, {"code": ReasonCode.DEVICE_UNREACHABLE.value,
+                              "message": f"no plan from the local controller within {PLAN_TIMEOUT_S:.0f} s"}  # fmt: skip
+        planned = answer.payload_as(wire.ExecutionResult).device_results
+        return {d: r.get("diff", []) for d, r in planned.items()} or fallback, None
 
     async def _rc_of(self, devices: list[Device]) -> str:
         regions = {d.region for d in devices}

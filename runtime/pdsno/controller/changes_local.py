@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from pdsno.canonical import utcnow
-from pdsno.changes.apply import ChangeOutcome, ChangeStatus, apply_change, undo_change
+from pdsno.changes.apply import ChangeOutcome, ChangeStatus, apply_change, plan_change, undo_change
 from pdsno.changes.executors.base import Executor
 from pdsno.changes.lifecycle import follow, move
 from pdsno.changes.proposals import check_targets, from_wire, rollback_target
@@ -73,12 +73,14 @@ class LocalChanges:
 
     # --- instructions -----------------------------------------------------------------------
 
-    async def on_instruction(self, envelope: Envelope) -> None:
+    async def on_instruction(self, envelope: Envelope) -> Envelope | None:
         instruction = envelope.payload_as(wire.ExecutionInstruction)
         wanted = from_wire(instruction.proposal)
         executor = self._executors(str(wanted.config_payload.get("executor")))
         if rollback_target(wanted.config_payload) is None:
             executor.validate(wanted.config_payload)
+        if instruction.plan_only:
+            return await self._plan(envelope.sender_id, wanted, executor)
         if instruction.execution_token is None:
             if wanted.category is not Sensitivity.EMERGENCY:
                 raise PdsnoError(
@@ -108,6 +110,21 @@ class LocalChanges:
             proposal = await move(self._store, proposal, S.EXECUTING, actor=self._me)
         rate = token_rate(instruction) or self._policy.content.max_devices_per_minute
         self._spawn(self._execute(proposal, executor, devices, rate))
+        return None
+
+    async def _plan(self, asker: str, wanted: ConfigProposal, executor: Executor) -> Envelope:
+        """What the change would do to each device (``--check``): read, never written, nothing stored."""
+        devices = await self._targets(wanted)
+        if rollback_target(wanted.config_payload) is not None:
+            plans = {}
+        else:
+            plans = {
+                p.device_id: {"diff": p.diff()}
+                for p in await plan_change(executor, devices, wanted.config_payload)
+            }
+        result = wire.ExecutionResult(proposal_id=wanted.proposal_id, executor=self._me, status="PLANNED",
+                                      device_results=plans, timestamp=utcnow())  # fmt: skip
+        return await self._uplink.peers.envelope(asker, MessageType.EXECUTION_RESULT, result)
 
     async def _receive(
         self, proposal: ConfigProposal, *, sender: str, replay_ok: bool = False

@@ -83,6 +83,8 @@ class RegionalChanges:
 
     async def on_proposal(self, envelope: Envelope) -> Envelope:
         message = envelope.payload_as(wire.ConfigProposal)
+        if message.check:
+            return await self._plan(envelope.sender_id, message)
         proposal = await self._store.get_proposal(message.proposal_id)
         if proposal is None:
             created = await self._store.create_proposal(
@@ -97,6 +99,18 @@ class RegionalChanges:
             answer = approval(proposal.proposal_id, "QUEUE" if proposal.status is S.QUEUED else "ESCALATE",
                               responder=self._me, reason="already received")  # fmt: skip
         return await self._peers.envelope(envelope.sender_id, MessageType.APPROVAL_RESPONSE, answer)
+
+    async def _plan(self, asker: str, message: wire.ConfigProposal) -> Envelope:
+        """``--check``: the local controller's plan, passed on; nothing is stored or locked."""
+        lc = await self._executor_of(from_wire(message))
+        peer = await self._store.get_controller(lc)
+        if peer is None or not peer.rest_url:
+            raise PdsnoError(f"{lc} has no known address", code=ReasonCode.NOT_FOUND)
+        planned = await self._peers.request(lc, peer.rest_url, MessageType.EXECUTION_INSTRUCTION,
+                                            wire.ExecutionInstruction(proposal_id=message.proposal_id, proposal=message,
+                                                                      plan_only=True))  # fmt: skip
+        result = planned.payload_as(wire.ExecutionResult)
+        return await self._peers.envelope(asker, MessageType.EXECUTION_RESULT, result)
 
     async def on_approval(self, envelope: Envelope) -> None:
         """The GC's decision on an escalated HIGH change, or an operator's on one that waits for a human."""

@@ -174,6 +174,7 @@ class ConfigProposal(_Payload):
     origin: str
     origin_signature: str | None = None
     regional_context: RegionalContext | None = None
+    check: bool = Field(default=False, description="plan only: answer the diff, store and change nothing")
 
 
 class TokenConstraints(_Payload):
@@ -225,12 +226,15 @@ class ExecutionInstruction(_Payload):
     execution_token: ExecutionTokenData | None = None
     issuer_public_key: str | None = None
     execute_at: datetime | None = None
+    plan_only: bool = Field(
+        default=False, description="answer the plan (EXECUTION_RESULT PLANNED), touch nothing"
+    )
 
 
 class ExecutionResult(_Payload):
     proposal_id: str
     executor: str
-    status: Literal["EXECUTED", "FAILED", "ROLLED_BACK", "DEGRADED"]
+    status: Literal["EXECUTED", "FAILED", "ROLLED_BACK", "DEGRADED", "PLANNED"]
     device_results: dict[str, Any] = Field(default_factory=dict)
     timestamp: datetime
     execution_signature: str | None = None
