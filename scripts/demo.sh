@@ -84,6 +84,17 @@ GC_HOST="$(python -c 'import sys, yaml; inv = yaml.safe_load(open(sys.argv[1]))
 print(next(iter(inv["all"]["children"]["controllers"]["children"]["global"]["hosts"])))' "$LAB/inventory.yml")"
 CA="$LAB/deploy/$GC_HOST/data/tls/ca.crt"
 TOKEN="$LAB/deploy/secrets/nbi/ansible.token"
+# The NIB as Ansible inventory (plugin pdsno.net.nib): the devices just discovered, grouped by region.
+cat >"$DEMO/lab.pdsno.yml" <<EOF
+plugin: pdsno.net.nib
+url: https://$GC_IP:8443
+ca_path: $CA
+EOF
+echo
+echo "ansible-inventory -i $DEMO/lab.pdsno.yml --graph (from the lab's management namespace), by region:"
+PDSNO_TOKEN="$(cat "$TOKEN")" ip netns exec "${PREFIX}mgmt" "$ROOT/.venv/bin/ansible-inventory" \
+    -i "$DEMO/lab.pdsno.yml" --graph | awk '/[|]--@/ { show = /@region_/ } show'
+
 cat <<EOF
 
 The lab and the hierarchy are up.
@@ -94,5 +105,5 @@ The lab and the hierarchy are up.
   tokens: operator 'ansible' in $TOKEN, admin 'lab-admin' beside it;
     another: sudo .venv/bin/pdsno operator add --config $LAB/deploy/$GC_HOST/etc/controller.yml --name NAME --role viewer
   discover again: sudo .venv/bin/ansible-playbook ${INVENTORY[*]} playbooks/discover.yml
-  tear it all down: sudo .venv/bin/pdsno lab down --state-dir $LAB && sudo rm -rf $LAB
+  tear it all down: sudo .venv/bin/pdsno lab down --state-dir $LAB
 EOF

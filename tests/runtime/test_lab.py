@@ -143,7 +143,7 @@ def test_topology_mistakes_are_refused_with_a_reason(change: Any, message: str) 
 
 
 def test_a_missing_topology_names_the_builtin_ones(tmp_path: Path) -> None:
-    with pytest.raises(TopologyError, match="built-in topologies: default, bench-24, bench-16"):
+    with pytest.raises(TopologyError, match="built-in topologies: default, mini, bench-24, bench-16"):
         load_topology(tmp_path / "nope.yml")
     bad = tmp_path / "bad.yml"
     bad.write_text("name: x\nname: y\n")

@@ -84,6 +84,7 @@ _OUR_FILES = (
     "hosts",
     "ssh",
     "snmp-client",
+    "deploy",  # what playbooks/deploy.yml put into the lab hosts (inventory/lab)
     ".lock",
 )
 _TEXT: TypeAdapter[str] = TypeAdapter(Text)

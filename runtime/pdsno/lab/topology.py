@@ -648,7 +648,7 @@ def parse_topology(data: Any, *, source: str) -> Topology:
         raise TopologyError(f"{source}: {problems[0]}{more}", file=source, errors=problems) from None
 
 
-BUILTIN_TOPOLOGIES = ("default", "bench-24", "bench-16")
+BUILTIN_TOPOLOGIES = ("default", "mini", "bench-24", "bench-16")
 
 
 def builtin_topology_path(name: str) -> Path:
