@@ -204,6 +204,8 @@ async def test_proposal_lifecycle_and_single_use_token(nib: SqlNIBStore) -> None
     assert approved.status is ConfigStatus.APPROVED
     assert (await nib.update_proposal(created.next_version(status=ConfigStatus.DENIED))).conflict
     assert [p.proposal_id for p in await nib.list_proposals(status=ConfigStatus.APPROVED)] == ["prop-1"]
+    assert [p.proposal_id for p in await nib.list_proposals(config_hash=proposal.config_hash)] == ["prop-1"]
+    assert await nib.list_proposals(config_hash=sha256_hex({"other": 1})) == []
 
     now = utcnow()
     token = ExecutionToken(

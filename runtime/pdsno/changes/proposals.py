@@ -149,10 +149,9 @@ async def refuse_duplicate(store: NIBStore, proposal: ConfigProposal, *, window_
     """The same change on the same devices, still in flight or executed within ``window_s``, is a
     replay (reference-design §5 "RC: decide" 1)."""
     since = utcnow() - timedelta(seconds=window_s)
-    for other in await store.list_proposals():
+    for other in await store.list_proposals(config_hash=proposal.config_hash):
         if (
             other.proposal_id != proposal.proposal_id
-            and other.config_hash == proposal.config_hash
             and sorted(other.target_devices) == sorted(proposal.target_devices)
             and (other.status in IN_FLIGHT or (other.status is ConfigStatus.EXECUTED
                                                and (other.executed_at or since) > since))

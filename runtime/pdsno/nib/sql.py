@@ -545,8 +545,12 @@ class SqlNIBStore:
     async def get_proposal(self, proposal_id: str) -> ConfigProposal | None:
         return await self._get(PROPOSALS, proposal_id)
 
-    async def list_proposals(self, *, status: ConfigStatus | None = None) -> list[ConfigProposal]:
-        return await self._list(PROPOSALS, {"status": status}, " ORDER BY created_at, proposal_id")
+    async def list_proposals(
+        self, *, status: ConfigStatus | None = None, config_hash: str | None = None
+    ) -> list[ConfigProposal]:
+        return await self._list(
+            PROPOSALS, {"status": status, "config_hash": config_hash}, " ORDER BY created_at, proposal_id"
+        )
 
     async def store_token(
         self, token: ExecutionToken, *, events: Sequence[EventDraft] = ()

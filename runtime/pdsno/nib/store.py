@@ -186,7 +186,9 @@ class NIBStore(Protocol):
 
     async def get_proposal(self, proposal_id: str) -> ConfigProposal | None: ...
 
-    async def list_proposals(self, *, status: ConfigStatus | None = None) -> list[ConfigProposal]: ...
+    async def list_proposals(
+        self, *, status: ConfigStatus | None = None, config_hash: str | None = None
+    ) -> list[ConfigProposal]: ...
 
     async def store_token(
         self, token: ExecutionToken, *, events: Sequence[EventDraft] = ()
