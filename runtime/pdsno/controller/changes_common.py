@@ -8,6 +8,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Literal
 
 from pdsno.canonical import utcnow
+from pdsno.changes.apply import DeviceOutcome
 from pdsno.messaging import messages as wire
 from pdsno.nib.models import ConfigStatus, Decision, DeviceStatus, EventDraft, ExecutionToken, Sensitivity
 from pdsno.nib.retry import retry_on_conflict
@@ -57,8 +58,9 @@ class Background:
 
 def degraded_in(result: wire.ExecutionResult) -> list[str]:
     """The devices an execution result reports left degraded by a failed rollback."""
+    degraded = DeviceOutcome.DEGRADED.value
     return [
-        d for d, r in result.device_results.items() if isinstance(r, dict) and r.get("status") == "degraded"
+        d for d, r in result.device_results.items() if isinstance(r, dict) and r.get("status") == degraded
     ]
 
 

@@ -118,7 +118,7 @@ class GlobalChanges:
         )).unwrap()  # fmt: skip
         rc = await self._rc_of(devices)
         try:
-            reply = await self._request(rc, MessageType.CONFIG_PROPOSAL,
+            reply = await self._peers.request(rc, MessageType.CONFIG_PROPOSAL,
                                         to_wire(stored, downtime_s=request.estimated_downtime_s,
                                                 maintenance=request.requires_maintenance_window))  # fmt: skip
         except PdsnoError as refused:
@@ -190,7 +190,7 @@ class GlobalChanges:
         if device is None:
             raise PdsnoError(f"no device {device_id}", code=ReasonCode.NOT_FOUND)
         rc = await self._rc_of([device])
-        await self._peers.post(rc, await self._url(rc), MessageType.DEVICE_CLEAR,
+        await self._peers.post_to(rc, MessageType.DEVICE_CLEAR,
                                wire.DeviceClear(device_id=device_id, cleared_by=operator, reason=reason))  # fmt: skip
         await mark_degraded(self._store, [], cleared=[device_id], actor=operator)
 
@@ -323,7 +323,7 @@ class GlobalChanges:
             rc = await self._rc_of(devices)
             asked = to_wire(proposal).model_copy(update={"check": True})
             answer = await asyncio.wait_for(
-                self._request(rc, MessageType.CONFIG_PROPOSAL, asked), PLAN_TIMEOUT_S
+                self._peers.request(rc, MessageType.CONFIG_PROPOSAL, asked), PLAN_TIMEOUT_S
             )
         except PdsnoError as failed:
             return fallback, {"code": failed.code.value, "message": failed.message}
@@ -342,21 +342,12 @@ class GlobalChanges:
                              code=ReasonCode.NOT_FOUND)  # fmt: skip
         return rcs[0].controller_id
 
-    async def _url(self, controller_id: str) -> str:
-        peer = await self._store.get_controller(controller_id)
-        if peer is None or not peer.rest_url:
-            raise PdsnoError(f"{controller_id} has no known address", code=ReasonCode.NOT_FOUND)
-        return peer.rest_url
-
-    async def _request(self, peer: str, message_type: MessageType, payload: wire.ConfigProposal) -> Envelope:
-        return await self._peers.request(peer, await self._url(peer), message_type, payload)
-
     async def _send_to_rc(self, proposal: ConfigProposal, answer: wire.ApprovalResponse) -> None:
         devices = [
             d for d in [await self._store.get_device(i) for i in proposal.target_devices] if d is not None
         ]
         rc = await self._rc_of(devices)
-        await self._peers.post(rc, await self._url(rc), MessageType.APPROVAL_RESPONSE, answer)
+        await self._peers.post_to(rc, MessageType.APPROVAL_RESPONSE, answer)
 
     async def _get(self, proposal_id: str) -> ConfigProposal:
         proposal = await self._store.get_proposal(proposal_id)

@@ -19,8 +19,6 @@ from collections.abc import Coroutine, Iterable
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
-
 from pdsno.canonical import utcnow
 from pdsno.changes.lifecycle import MOVES, follow, move
 from pdsno.changes.proposals import (
@@ -103,10 +101,7 @@ class RegionalChanges:
     async def _plan(self, asker: str, message: wire.ConfigProposal) -> Envelope:
         """``--check``: the local controller's plan, passed on; nothing is stored or locked."""
         lc = await self._executor_of(from_wire(message))
-        peer = await self._store.get_controller(lc)
-        if peer is None or not peer.rest_url:
-            raise PdsnoError(f"{lc} has no known address", code=ReasonCode.NOT_FOUND)
-        planned = await self._peers.request(lc, peer.rest_url, MessageType.EXECUTION_INSTRUCTION,
+        planned = await self._peers.request(lc, MessageType.EXECUTION_INSTRUCTION,
                                             wire.ExecutionInstruction(proposal_id=message.proposal_id, proposal=message,
                                                                       plan_only=True))  # fmt: skip
         result = planned.payload_as(wire.ExecutionResult)
@@ -145,7 +140,7 @@ class RegionalChanges:
         await mark_degraded(self._store, [], cleared=[clear.device_id], actor=clear.cleared_by)
         device = await self._store.get_device(clear.device_id)
         if device is not None and device.local_controller:
-            await self._post_to(device.local_controller, MessageType.DEVICE_CLEAR, clear)
+            await self._peers.post_to(device.local_controller, MessageType.DEVICE_CLEAR, clear)
 
     # --- from the local controller -----------------------------------------------------------
 
@@ -274,11 +269,11 @@ class RegionalChanges:
             execution_token=token_to_wire(token) if token is not None else None,
             issuer_public_key=issuer_key,
         )
-        await self._post_to(lc, MessageType.EXECUTION_INSTRUCTION, instruction)
+        await self._peers.post_to(lc, MessageType.EXECUTION_INSTRUCTION, instruction)
 
     async def _deny(self, proposal: ConfigProposal, code: ReasonCode, message: str) -> None:
         current = await self._store.get_proposal(proposal.proposal_id)
-        if current is not None and S.DENIED in _reachable(current):
+        if current is not None and S.DENIED in MOVES[current.status]:
             await move(self._store, current, S.DENIED, actor=self._me, reason=code.value, message=message)
         await self._release(proposal)
 
@@ -362,8 +357,13 @@ class RegionalChanges:
             raise PdsnoError(f"no proposal {proposal_id}", code=ReasonCode.NOT_FOUND)
         return proposal
 
-    async def _executor_of(self, proposal: ConfigProposal) -> str:
-        devices = await load_targets(self._store, proposal)
+    async def _executor_of(self, proposal: ConfigProposal, *, ready: bool = True) -> str:
+        """The local controller serving every target. ``ready``: the targets must also be fit for a
+        change now (not so when relaying a decision on one already made)."""
+        if ready:
+            devices = await load_targets(self._store, proposal)
+        else:
+            devices = [d for d in [await self._store.get_device(i) for i in proposal.target_devices] if d]
         lcs = {d.local_controller for d in devices}
         if len(lcs) != 1 or None in lcs:
             raise PdsnoError(
@@ -371,27 +371,15 @@ class RegionalChanges:
             )
         return str(lcs.pop())
 
-    async def _post_to(self, controller_id: str, message_type: MessageType, payload: BaseModel) -> None:
-        peer = await self._store.get_controller(controller_id)
-        if peer is None or not peer.rest_url:
-            raise PdsnoError(f"{controller_id} has no known address", code=ReasonCode.NOT_FOUND)
-        await self._peers.post(controller_id, peer.rest_url, message_type, payload)
-
     async def _relay_to_executor(self, proposal: ConfigProposal, answer: wire.ApprovalResponse) -> None:
         await self._store.append_events([EventDraft(
             event_type="EMERGENCY_ACKNOWLEDGED" if answer.decision == "APPROVE" else "EMERGENCY_DENIED",
             actor=answer.responder, subject=proposal.proposal_id,
             decision=Decision.APPROVED if answer.decision == "APPROVE" else Decision.DENIED,
             notes=answer.reason)])  # fmt: skip
-        await self._post_to(await self._executor_of_any(proposal), MessageType.APPROVAL_RESPONSE, answer)
-
-    async def _executor_of_any(self, proposal: ConfigProposal) -> str:
-        device = await self._store.get_device(proposal.target_devices[0])
-        if device is None or device.local_controller is None:
-            raise PdsnoError(
-                f"no local controller serves {proposal.target_devices[0]}", code=ReasonCode.NOT_FOUND
-            )
-        return device.local_controller
+        await self._peers.post_to(
+            await self._executor_of(proposal, ready=False), MessageType.APPROVAL_RESPONSE, answer
+        )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coro)
@@ -401,7 +389,3 @@ def _context(devices: list[Device], version: str | None) -> wire.RegionalContext
     radius = blast_radius(devices)
     return wire.RegionalContext(blast_radius=radius["devices"], affected_critical_devices=radius["critical"],
                                 regional_policy_version=version)  # fmt: skip
-
-
-def _reachable(proposal: ConfigProposal) -> frozenset[ConfigStatus]:
-    return MOVES[proposal.status]

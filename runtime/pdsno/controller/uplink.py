@@ -51,11 +51,20 @@ class Peers:
     async def post(self, peer_id: str, url: str, message_type: MessageType, payload: BaseModel) -> Any:
         return await self._client.post(url + MESSAGES_PATH, lambda: self.seal(peer_id, message_type, payload))
 
-    async def request(
-        self, peer_id: str, url: str, message_type: MessageType, payload: BaseModel
-    ) -> Envelope:
+    async def url_of(self, peer_id: str) -> str:
+        """Where a peer this controller admitted, or was admitted by, serves REST (from the NIB)."""
+        peer = await self.store.get_controller(peer_id)
+        if peer is None or not peer.rest_url:
+            raise PdsnoError(f"{peer_id} has no known address", code=ReasonCode.NOT_FOUND)
+        return peer.rest_url
+
+    async def post_to(self, peer_id: str, message_type: MessageType, payload: BaseModel) -> Any:
+        return await self.post(peer_id, await self.url_of(peer_id), message_type, payload)
+
+    async def request(self, peer_id: str, message_type: MessageType, payload: BaseModel) -> Envelope:
         """Send a message whose answer is a signed envelope from the same peer, and verify that answer."""
         assert self._verifier is not None, "Peers built without a verifier cannot check answers"
+        url = await self.url_of(peer_id)
         answer = await self.post(peer_id, url, message_type, payload)
         reply = await self._verifier.verify(json.dumps(answer).encode(), transport="rest", source=url)
         if reply.sender_id != peer_id:
