@@ -80,13 +80,7 @@ class PolicyHolder:
 
     def as_update(self, distributed_by: str) -> PolicyUpdate:
         assert self.version is not None
-        return PolicyUpdate(
-            policy_id=POLICY_ID,
-            policy_version=self.version,
-            scope=PolicyScope.GLOBAL,
-            content=self.content.model_dump(mode="json"),
-            distributed_by=distributed_by,
-        )
+        return policy_update(self.version, self.content, distributed_by)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -94,6 +88,11 @@ class PolicyHolder:
             "policy_version": self.version,
             "content": self.content.model_dump(mode="json"),
         }
+
+
+def policy_update(version: str, content: PolicyContent, distributed_by: str) -> PolicyUpdate:
+    return PolicyUpdate(policy_id=POLICY_ID, policy_version=version, scope=PolicyScope.GLOBAL,
+                        content=content.model_dump(mode="json"), distributed_by=distributed_by)  # fmt: skip
 
 
 def _number(version: str) -> int:
@@ -131,7 +130,7 @@ class GlobalPolicy:
     async def start(self) -> None:
         await self.holder.load()
         if self.holder.version is None:
-            await self.holder.keep(self._update("1", self.holder.content), actor=self._me)
+            await self.holder.keep(policy_update("1", self.holder.content, self._me), actor=self._me)
         await self._publisher.publish()
 
     async def put(self, content: dict[str, Any], *, actor: str, expected_version: str | None) -> bool:
@@ -151,13 +150,9 @@ class GlobalPolicy:
         if wanted == self.holder.content:
             return False
         version = str(_number(self.holder.version or "0") + 1)
-        await self.holder.keep(self._update(version, wanted), actor=actor)
+        await self.holder.keep(policy_update(version, wanted, self._me), actor=actor)
         await self._publisher.publish()
         return True
-
-    def _update(self, version: str, content: PolicyContent) -> PolicyUpdate:
-        return PolicyUpdate(policy_id=POLICY_ID, policy_version=version, scope=PolicyScope.GLOBAL,
-                            content=content.model_dump(mode="json"), distributed_by=self._me)  # fmt: skip
 
 
 class PolicyFollower:
