@@ -238,22 +238,20 @@ async def apply_change(
         try:
             touched = await _undo(executor, device, plans[device.device_id], check_first=check_first)
         except Exception as exc:  # the device is left in an unknown state: DEGRADED, and go on with the rest
-            result.status = DeviceOutcome.DEGRADED
-            result.rollback_error = _error(exc)
+            _rollback_failed(result, exc)
             degraded = True
-            log.error(
-                "rollback failed: device degraded",
-                extra={
-                    "device_id": device.device_id,
-                    "code": str(ReasonCode.DEVICE_DEGRADED),
-                    "error": _error(exc),
-                },
-            )
             continue
         if touched:
             result.status = DeviceOutcome.ROLLED_BACK
     status = ChangeStatus.DEGRADED if degraded else ChangeStatus.ROLLED_BACK
     return ChangeOutcome(status, results, rollbacks, failure)
+
+
+def _rollback_failed(result: DeviceResult, exc: BaseException) -> None:
+    result.status = DeviceOutcome.DEGRADED
+    result.rollback_error = _error(exc)
+    log.error("rollback failed: device degraded",
+              extra={"device_id": result.device_id, "code": str(ReasonCode.DEVICE_DEGRADED), "error": _error(exc)})  # fmt: skip
 
 
 async def _holds(executor: Executor, device: Device, payload: Mapping[str, Any]) -> bool:
@@ -308,17 +306,8 @@ async def undo_change(
                         code=ReasonCode.CHANGE_VERIFY_FAILED,
                     )
         except Exception as exc:  # this device stays unknown; the others are still undone
-            result.status = DeviceOutcome.DEGRADED
-            result.rollback_error = _error(exc)
+            _rollback_failed(result, exc)
             failure = failure or {"device_id": device.device_id, **_error(exc)}
-            log.error(
-                "rollback failed: device degraded",
-                extra={
-                    "device_id": device.device_id,
-                    "code": str(ReasonCode.DEVICE_DEGRADED),
-                    "error": _error(exc),
-                },
-            )
     ordered = {d.device_id: results[d.device_id] for d in devices}
     status = ChangeStatus.DEGRADED if failure else ChangeStatus.ROLLED_BACK
     return ChangeOutcome(status, ordered, {d: dict(p) for d, p in rollback_payloads.items()}, failure)
