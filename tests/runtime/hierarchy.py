@@ -220,18 +220,27 @@ async def _rc_key(world: World, rc_host: str, lc_id: str) -> SigningKey:
     return SigningKey.from_message_key(key)
 
 
-def run_cycle(world: World, lc_host: str) -> None:
-    """What an RC sends when an operator asks for discovery now: a signed DISCOVERY_REQUEST."""
+def seal_from_parent(world: World, lc_host: str, message_type: MessageType, payload: Any) -> bytes:
+    """A message from the LC's RC to the LC, signed with the RC's own key from its NIB."""
     rc_host = PARENT[lc_host]
     lc_id, rc_id = world.procs[lc_host].controller_id, world.procs[rc_host].controller_id
     key = asyncio.run(_rc_key(world, rc_host, lc_id))
-    request = DiscoveryRequest(request_id=secrets.token_hex(8), trigger="ON_DEMAND")
-    body = seal(
-        MessageType.DISCOVERY_REQUEST, request, sender_id=rc_id, recipient_id=lc_id, key=key
-    ).to_bytes()
+    return seal(message_type, payload, sender_id=rc_id, recipient_id=lc_id, key=key).to_bytes()
+
+
+def post_from_parent(world: World, lc_host: str, body: bytes, timeout: float = 60) -> httpx.Response:
+    """POST a signed message to the LC from inside its RC's host, as the RC would."""
     tls = ssl.create_default_context(cafile=str(world.root / "pki" / "ca.crt"))
-    with world.lab.inside(world.ns(rc_host)):
-        response = httpx.post(world.url(lc_host) + "/ew/v1/messages", content=body, verify=tls, timeout=60)
+    with world.lab.inside(world.ns(PARENT[lc_host])):
+        return httpx.post(world.url(lc_host) + "/ew/v1/messages", content=body, verify=tls, timeout=timeout)
+
+
+def run_cycle(world: World, lc_host: str) -> None:
+    """What an RC sends when an operator asks for discovery now: a signed DISCOVERY_REQUEST."""
+    request = DiscoveryRequest(request_id=secrets.token_hex(8), trigger="ON_DEMAND")
+    response = post_from_parent(
+        world, lc_host, seal_from_parent(world, lc_host, MessageType.DISCOVERY_REQUEST, request)
+    )
     assert response.status_code == 202, response.text
 
 

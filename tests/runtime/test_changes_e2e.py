@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import ssl
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -24,9 +23,7 @@ from pdsno.changes.proposals import to_wire
 from pdsno.changes.tokens import issue_token
 from pdsno.controller.changes_common import token_to_wire
 from pdsno.messaging.envelope import Envelope, MessageType
-from pdsno.messaging.keys import SigningKey
 from pdsno.messaging.messages import ExecutionInstruction
-from pdsno.messaging.sign import seal
 from pdsno.nib.models import ConfigProposal, LockType, PolicyScope, Sensitivity
 from pdsno.security.keys import Ed25519Signer, load_or_create_private_key, public_key_b64
 from tests.runtime.hierarchy import (
@@ -37,8 +34,10 @@ from tests.runtime.hierarchy import (
     gc_api,
     nib_of,
     operator_token,
+    post_from_parent,
     run_cycle,
     running_world,
+    seal_from_parent,
     truth,
     wait_for,
 )
@@ -323,28 +322,23 @@ def test_uc4_an_emergency_runs_at_once_and_a_gc_deny_rolls_it_back_a_failed_roll
 
 def _instruction(world: World, lc_host: str, proposal: ConfigProposal, *, token_signer: Ed25519Signer,
                  ttl_s: int = 600, devices_override: list[str] | None = None) -> bytes:  # fmt: skip
-    """What the RC sends, made here with the RC's own keys from its data directory."""
-    rc_host = PARENT[lc_host]
-    rc_id, lc_id = world.procs[rc_host].controller_id, world.procs[lc_host].controller_id
-    token = issue_token(token_signer, proposal, ttl=timedelta(seconds=ttl_s))
-    if devices_override is not None:
-        token = issue_token(token_signer, proposal.model_copy(update={"target_devices": devices_override}),
-                            ttl=timedelta(seconds=ttl_s))  # fmt: skip
-    key = in_nib(world, rc_host, lambda s: s.list_message_keys(owner_id=rc_id))
-    hmac = SigningKey.from_message_key(next(k for k in key if k.peer_id == lc_id))
-    rc_key, _ = load_or_create_private_key(world.procs[rc_host].data_dir / "identity.key")
+    """What the RC sends, made here with the RC's own keys from its data directory; the token may be
+    for other devices than the proposal's."""
+    bound = (
+        proposal
+        if devices_override is None
+        else proposal.model_copy(update={"target_devices": devices_override})
+    )
+    token = issue_token(token_signer, bound, ttl=timedelta(seconds=ttl_s))
+    rc_key, _ = load_or_create_private_key(world.procs[PARENT[lc_host]].data_dir / "identity.key")
     instruction = ExecutionInstruction(proposal_id=proposal.proposal_id, proposal=to_wire(proposal),
                                        execution_token=token_to_wire(token),
                                        issuer_public_key=public_key_b64(rc_key))  # fmt: skip
-    return seal(
-        MessageType.EXECUTION_INSTRUCTION, instruction, sender_id=rc_id, recipient_id=lc_id, key=hmac
-    ).to_bytes()
+    return seal_from_parent(world, lc_host, MessageType.EXECUTION_INSTRUCTION, instruction)
 
 
 def _send(world: World, lc_host: str, body: bytes) -> httpx.Response:
-    tls = ssl.create_default_context(cafile=str(world.root / "pki" / "ca.crt"))
-    with world.lab.inside(world.ns(PARENT[lc_host])):
-        return httpx.post(world.url(lc_host) + "/ew/v1/messages", content=body, verify=tls, timeout=30)
+    return post_from_parent(world, lc_host, body, timeout=30)
 
 
 def test_replayed_expired_tampered_and_mistargeted_tokens_are_refused(world: World) -> None:
@@ -379,13 +373,7 @@ def test_replayed_expired_tampered_and_mistargeted_tokens_are_refused(world: Wor
 
 def _reseal(world: World, lc_host: str, body: bytes) -> bytes:
     """The same instruction in a fresh envelope (a replayed envelope is refused earlier, as a replay)."""
-    envelope = Envelope.parse(body)
-    rc_host = PARENT[lc_host]
-    rc_id, lc_id = world.procs[rc_host].controller_id, world.procs[lc_host].controller_id
-    keys = in_nib(world, rc_host, lambda s: s.list_message_keys(owner_id=rc_id))
-    hmac = SigningKey.from_message_key(next(k for k in keys if k.peer_id == lc_id))
-    return seal(MessageType.EXECUTION_INSTRUCTION, envelope.payload, sender_id=rc_id, recipient_id=lc_id,
-                key=hmac).to_bytes()  # fmt: skip
+    return seal_from_parent(world, lc_host, MessageType.EXECUTION_INSTRUCTION, Envelope.parse(body).payload)
 
 
 # --- the command line ------------------------------------------------------------------------------
