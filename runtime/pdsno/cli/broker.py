@@ -8,8 +8,6 @@ every password afresh, so an existing password line is kept whenever its hash st
 
 from __future__ import annotations
 
-import base64
-import hmac
 import os
 import shutil
 import sys
@@ -24,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pdsno.cli.output import emit_json, json_option
 from pdsno.errors import ConfigError
 from pdsno.security.keys import write_secret_file
-from pdsno.transport.broker import BrokerAccount, BrokerFiles, Listener, hash_password, write_broker_files
+from pdsno.transport.broker import BrokerAccount, BrokerFiles, Listener, verify_password, write_broker_files
 
 _RESTART_FILES = ("mosquitto.conf",)
 
@@ -69,19 +67,6 @@ class BrokerSpec(_Strict):
     persistent_client_expiration: str = "14d"
 
 
-def _password_verifies(password: str, line_hash: str) -> bool:
-    """Whether a ``$7$<iterations>$<salt>$<hash>`` password-file hash is the hash of ``password``."""
-    parts = line_hash.split("$")
-    if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
-        return False
-    try:
-        salt = base64.b64decode(parts[3], validate=True)
-    except ValueError:
-        return False
-    expected = hash_password(password, iterations=int(parts[2]), salt=salt)
-    return hmac.compare_digest(expected, line_hash)
-
-
 def _read_password_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text()
@@ -96,7 +81,7 @@ def passwords_current(path: Path, accounts: list[BrokerAccount]) -> bool:
     existing = _read_password_file(path)
     if set(existing) != {a.username for a in accounts}:
         return False
-    return all(_password_verifies(a.password, existing[a.username]) for a in accounts)
+    return all(verify_password(a.password, existing[a.username]) for a in accounts)
 
 
 def _rendered_files(root: Path) -> dict[str, bytes]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import logging
 import os
 import pwd
@@ -141,6 +142,19 @@ def hash_password(password: str, *, iterations: int = PBKDF2_ITERATIONS, salt: b
     salt = secrets.token_bytes(_SALT_BYTES) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_password(password: str, line_hash: str) -> bool:
+    """Whether a ``$7$<iterations>$<salt>$<hash>`` password-file hash is the hash of ``password``."""
+    parts = line_hash.split("$")
+    if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
+        return False
+    try:
+        salt = base64.b64decode(parts[3], validate=True)
+    except ValueError:
+        return False
+    expected = hash_password(password, iterations=int(parts[2]), salt=salt)
+    return hmac.compare_digest(expected, line_hash)
 
 
 # --------------------------------------------------------------------------------------------------
