@@ -2,7 +2,8 @@
 
 Start-up: open (and if needed initialise) the NIB, take the identity (the GC is its own root; a
 regional or local controller is admitted by its parent once, then reuses the identity), load the
-message keys, serve REST, connect MQTT and publish signed heartbeats until told to stop.
+message keys, serve REST, hand the parts to the controller's tier (:mod:`pdsno.controller.tiers`),
+connect MQTT and publish signed heartbeats until told to stop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -28,15 +29,13 @@ from pdsno.admission.joiner import adopt, join, read_bootstrap_file
 from pdsno.admission.provisioning import ProvisioningStore
 from pdsno.admission.validator import Validator
 from pdsno.canonical import utcnow
-from pdsno.changes.executors import Executor, build_executor
 from pdsno.config import ControllerConfig
 from pdsno.controller.app import Handler, build_app
 from pdsno.controller.changes_global import GlobalChanges
-from pdsno.controller.changes_local import LocalChanges
-from pdsno.controller.changes_regional import RegionalChanges
-from pdsno.controller.discovery_duty import GlobalDiscovery, LocalDiscovery, RegionalDiscovery
+from pdsno.controller.discovery_duty import GlobalDiscovery
 from pdsno.controller.nib_setup import open_configured_nib, record_first_start
-from pdsno.controller.policy_duty import GlobalPolicy, PolicyFollower, PolicyHolder, PolicyPublisher
+from pdsno.controller.policy_duty import GlobalPolicy, PolicyHolder
+from pdsno.controller.tiers import TIERS, GlobalTier, NodeParts
 from pdsno.controller.uplink import Peers, Uplink
 from pdsno.errors import ConfigError, PdsnoError, ReasonCode
 from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected, MessageType
@@ -98,11 +97,7 @@ class ControllerNode:
         self._mqtt: MqttLink | None = None
         self._server: _EmbeddedServer | None = None
         self._peers: PeerClient | None = None
-        self.local_discovery: LocalDiscovery | None = None
-        self.global_discovery: GlobalDiscovery | None = None
-        self.changes: GlobalChanges | None = None
-        self.policy: GlobalPolicy | None = None
-        self._policy_holder: PolicyHolder | None = None
+        self.tier = TIERS[self.role]()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
@@ -153,6 +148,20 @@ class ControllerNode:
     def own_public_keys(self) -> dict[str, Ed25519PublicKey]:
         """The keys this controller signs its audit events with, from its key file (not its NIB)."""
         return dict.fromkeys({self.config.controller.id, self.controller_id}, self._key.public_key())
+
+    # --- what the northbound API (served by the GC only) works on ---------------------------
+
+    @property
+    def global_discovery(self) -> GlobalDiscovery | None:
+        return self.tier.discovery if isinstance(self.tier, GlobalTier) else None
+
+    @property
+    def policy(self) -> GlobalPolicy | None:
+        return self.tier.policy if isinstance(self.tier, GlobalTier) else None
+
+    @property
+    def changes(self) -> GlobalChanges | None:
+        return self.tier.changes if isinstance(self.tier, GlobalTier) else None
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -384,107 +393,35 @@ class ControllerNode:
         )
         # Live heartbeats only: a retained one seen before a restart would be refused as a replay.
         self._mqtt.subscribe(watched, self._on_status, qos=0, no_local=True, skip_retained=True)
-        self._policy_holder = PolicyHolder(self.store, self.config.policy)
-        await self._policy_holder.load()
-        self._take_up_discovery(self._mqtt)
-        await self._take_up_changes(self._mqtt)
+        policy = PolicyHolder(self.store, self.config.policy)
+        await policy.load()
+        await self.tier.take_up(self._tier_parts(self._mqtt, policy))
         await self._mqtt.start()
-        self._tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
-        if self.local_discovery is not None:
-            self._tasks.append(asyncio.create_task(self.local_discovery.run_forever(), name="discovery"))
+        self._spawn(self._heartbeats(), "heartbeats")
 
-    def _take_up_discovery(self, mqtt: MqttLink) -> None:
-        """The tier's part in discovery (reference-design §3): scan, merge regionally, or hold it all."""
-        identity, config = self.identity, self.config
+    def _tier_parts(self, mqtt: MqttLink, policy: PolicyHolder) -> NodeParts:
+        identity = self.identity
         assert self._peers is not None
-        peers = self._peer_messages()
+        peers = Peers(self.store, me=self.controller_id, client=self._peers, verifier=self.verifier)
         uplink = None
         if identity.parent_id and identity.parent_url:
             uplink = Uplink(peers, parent_id=identity.parent_id, parent_url=identity.parent_url)
-        if self.role is ControllerRole.GLOBAL:
-            self.global_discovery = GlobalDiscovery(self.store, me=self.controller_id, peers=peers)
-            self.handlers[MessageType.DISCOVERY_SUMMARY] = self.global_discovery.on_summary
-        elif uplink is not None and self.region is not None:
-            if self.role is ControllerRole.LOCAL:
-                self.local_discovery = LocalDiscovery(config, self.store, me=self.controller_id, region=self.region,
-                                                      uplink=uplink, mqtt=mqtt, policy=self._policy_holder)  # fmt: skip
-                self.handlers[MessageType.DISCOVERY_REQUEST] = self.local_discovery.on_request
-            else:
-                regional = RegionalDiscovery(
-                    self.store, me=self.controller_id, region=self.region, peers=peers, uplink=uplink,
-                    verifier=self.verifier, spike_threshold=config.discovery.anomaly_new_device_threshold,
-                )  # fmt: skip
-                self.handlers[MessageType.DISCOVERY_REPORT] = regional.on_report
-                self.handlers[MessageType.DISCOVERY_REQUEST] = regional.on_request
-                self._tasks.append(
-                    asyncio.create_task(
-                        regional.watch_overdue(config.policy.lc_report_timeout_s), name="overdue"
-                    )
-                )
-                mqtt.subscribe(topics.discovery_filter(self.region), regional.on_mqtt, qos=1)
-
-    def _peer_messages(self) -> Peers:
-        assert self._peers is not None
-        return Peers(self.store, me=self.controller_id, client=self._peers, verifier=self.verifier)
-
-    async def _take_up_changes(self, mqtt: MqttLink) -> None:
-        """The tier's part in policy and configuration changes (reference-design §5, §6)."""
-        identity = self.identity
-        signer = Ed25519Signer(self.controller_id, self._key)
-        assert self._policy_holder is not None
-        holder = self._policy_holder
-        peers = self._peer_messages()
-        executors = self._executor
-        if self.role is ControllerRole.GLOBAL:
-            publisher = PolicyPublisher(
-                holder, me=signer, topic=topics.policy_global(), publish=self._publish_retained
-            )
-            self.policy = GlobalPolicy(holder, publisher, me=self.controller_id)
-            await self.policy.start()
-            self.changes = GlobalChanges(
-                self.store, signer=signer, peers=peers, policy=holder, executors=executors
-            )
-            self.handlers[MessageType.APPROVAL_RESPONSE] = self.changes.on_approval
-            self.handlers[MessageType.EXECUTION_RESULT] = self.changes.on_result
-            self._tasks.append(asyncio.create_task(self.changes.sweep_overdue(), name="overdue-changes"))
-            return
-        if identity.parent_id is None or identity.parent_url is None or self.region is None:
-            return
-        uplink = Uplink(peers, parent_id=identity.parent_id, parent_url=identity.parent_url)
-        if self.role is ControllerRole.REGIONAL:
-            relay = PolicyPublisher(
-                holder, me=signer, topic=topics.policy(self.region), publish=self._publish_retained
-            )
-            follower = PolicyFollower(holder, me=self.controller_id, parent_id=identity.parent_id,
-                                      verifier=self.verifier, relay=relay)  # fmt: skip
-            await follower.start()
-            mqtt.subscribe(topics.policy_global(), follower.on_mqtt, qos=1)
-            regional = RegionalChanges(self.store, signer=signer, peers=peers, uplink=uplink, policy=holder)
-            await regional.resume()
-            self.handlers.update({
-                MessageType.CONFIG_PROPOSAL: regional.on_proposal,
-                MessageType.APPROVAL_RESPONSE: regional.on_approval,
-                MessageType.EXECUTION_RESULT: regional.on_result,
-                MessageType.DEVICE_CLEAR: regional.on_clear,
-            })  # fmt: skip
-            return
-        follower = PolicyFollower(
-            holder, me=self.controller_id, parent_id=identity.parent_id, verifier=self.verifier
+        return NodeParts(
+            config=self.config,
+            store=self.store,
+            signer=Ed25519Signer(self.controller_id, self._key),
+            verifier=self.verifier,
+            peers=peers,
+            uplink=uplink,
+            policy=policy,
+            mqtt=mqtt,
+            handlers=self.handlers,
+            spawn=self._spawn,
+            publish_retained=self._publish_retained,
         )
-        await follower.start()
-        mqtt.subscribe(topics.policy(self.region), follower.on_mqtt, qos=1)
-        local = LocalChanges(
-            self.store, me=self.controller_id, uplink=uplink, policy=holder, executors=executors
-        )
-        await local.start()
-        self.handlers.update({
-            MessageType.EXECUTION_INSTRUCTION: local.on_instruction,
-            MessageType.APPROVAL_RESPONSE: local.on_approval,
-            MessageType.DEVICE_CLEAR: local.on_clear,
-        })  # fmt: skip
 
-    def _executor(self, name: str) -> Executor:
-        return build_executor(name, self.config.changes)
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
 
     async def _publish_retained(self, topic: str, payload: bytes) -> None:
         assert self._mqtt is not None
