@@ -225,6 +225,10 @@ class ConfigProposal(_Entity):
     impact_scope: ImpactScope = ImpactScope.LOCAL
     rollback_payload: dict[str, Any] | None = None
     execution_token_id: str | None = None
+    token_consumed_at: datetime | None = None
+    """When the executing local controller spent the token (before touching a device)."""
+    device_results: dict[str, Any] | None = None
+    """How the execution ended per device: ``{status, diff, error: {code, message}}``."""
     policy_version: str | None = None
     reason: str | None = None
     proposed_at: datetime | None = None
