@@ -11,7 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,73 @@ def test_uc2_a_low_change_is_executed_and_its_rollback_restores_the_old_value(
     assert snmp_value(world, "acc-sw-a1-1") == before
 
 
+MISSING_OID = "1.3.6.1.2.1.1.99.0"
+
+
+def test_a_check_shows_what_the_device_holds_and_refuses_an_oid_it_lacks(
+    world: World, tokens: dict[str, str]
+) -> None:
+    target = device_id(world, "srv-a2-2")
+
+    def check(pairs: dict[str, str]) -> dict[str, Any]:
+        answer = call(world, tokens["olga"], "POST", "/api/v1/proposals?check=true",
+                      json={"executor": "snmp", "targets": [target], "payload": {"set": pairs}})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        view: dict[str, Any] = answer.json()
+        return view
+
+    both = check({SYS_LOCATION: "checked", SYS_CONTACT: "checked"})
+    assert both["refused"] is None and both["diff_error"] is None, both
+    held = {oid: snmp_value(world, "srv-a2-2", oid) for oid in (SYS_LOCATION, SYS_CONTACT)}
+    assert {c["key"]: c["before"] for c in both["diff"][target]} == held
+
+    missing = check({SYS_LOCATION: "checked", MISSING_OID: "x"})
+    refused = missing["refused"]
+    assert refused["code"] == "DEVICE_READ_FAILED", missing
+    assert f"{target} (198.18.2.22) has no object {MISSING_OID} (noSuchObject)" in refused["message"]
+    assert refused["devices"] == {target: {"code": "DEVICE_READ_FAILED", "message": refused["message"]}}
+    cli = pdsno_cli(
+        world, tokens["olga"], "propose", "--target", target, "--set", f"{MISSING_OID}=x", "--check"
+    )
+    assert cli.returncode == 1 and "refused: DEVICE_READ_FAILED" in cli.stderr, (cli.stdout, cli.stderr)
+    stored = call(world, tokens["olga"], "GET", "/api/v1/proposals", params={"limit": 1000}).json()["items"]
+    assert all(target not in p["target_devices"] for p in stored), "a check stores nothing"
+    assert snmp_value(world, "srv-a2-2") == held[SYS_LOCATION]
+
+
+def test_a_real_token_is_spent_once_and_the_gc_records_when(world: World, tokens: dict[str, str]) -> None:
+    lc_host = "lc-a2"
+    lc_id = world.procs[lc_host].controller_id
+    made = propose(world, tokens["olga"], ["srv-a2-1"], "token spent once")
+    assert made.status_code == 201, made.text
+    proposal_id = made.json()["proposal_id"]
+    done = wait_status(world, tokens["olga"], proposal_id, "EXECUTED", "FAILED", "ROLLED_BACK", "DEGRADED")
+    assert done["status"] == "EXECUTED", done
+    token = in_nib(world, lc_host, lambda s: s.get_token(done["execution_token_id"]))
+    assert token is not None and token.consumed_by == lc_id and token.consumed_at is not None
+    assert datetime.fromisoformat(done["token_consumed_at"]) == token.consumed_at
+    audit = call(world, tokens["olga"], "GET", "/api/v1/audit",
+                 params={"event_type": "EXECUTION_TOKEN_CONSUMED", "subject": proposal_id}).json()["items"]  # fmt: skip
+    assert [(e["actor"], e["payload"]["token_id"]) for e in audit] == [(lc_id, token.token_id)], audit
+    trail = [e["event_type"] for e in done["audit"]]
+    assert trail.index("EXECUTION_TOKEN_CONSUMED") < trail.index("CONFIG_EXECUTING"), trail
+
+    # The instruction again, with the spent token and the LC's own copy of the proposal, in a fresh
+    # envelope from the RC: the LC refuses it before touching the device.
+    stored = in_nib(world, lc_host, lambda s: s.get_proposal(proposal_id))
+    rc_key, _ = load_or_create_private_key(world.procs[PARENT[lc_host]].data_dir / "identity.key")
+    again = ExecutionInstruction(proposal_id=proposal_id, proposal=to_wire(stored), execution_token=token_to_wire(token),
+                                 issuer_public_key=public_key_b64(rc_key))  # fmt: skip
+    replayed = _send(
+        world, lc_host, seal_from_parent(world, lc_host, MessageType.EXECUTION_INSTRUCTION, again)
+    )
+    assert replayed.status_code == 403 and replayed.json()["code"] == "TOKEN_ALREADY_CONSUMED", replayed.text
+    aborted = [e for e in in_nib(world, lc_host, lambda s: s.events_about(proposal_id))
+               if e.event_type == "EXECUTION_ABORTED"]  # fmt: skip
+    assert [e.payload for e in aborted] == [{"reason": "TOKEN_ALREADY_CONSUMED", "token_id": token.token_id}]
+    assert status_at_gc(world, tokens["olga"], proposal_id)["status"] == "EXECUTED"
+
+
 # --- UC-3 -------------------------------------------------------------------------------------
 
 
@@ -256,6 +323,30 @@ def test_one_failing_device_of_three_rolls_back_all_three(world: World, tokens: 
     )
     assert done["status"] == "ROLLED_BACK", done
     assert {n: snmp_value(world, n) for n in names} == before
+    # The GC's copy says why, per device, as the LC's executor reported it.
+    read_only = device_id(world, "ro-sw-a1")
+    results = done["device_results"]
+    assert done["reason"] == "DEVICE_WRITE_FAILED", done
+    assert results[read_only]["status"] == "failed", results
+    assert results[read_only]["error"]["code"] == "DEVICE_WRITE_FAILED"
+    assert f"{read_only} (198.18.1.88) SET refused" in results[read_only]["error"]["message"]
+    # the others were either rolled back or never reached (the order is the devices' ids)
+    others = [r for d, r in results.items() if d != read_only]
+    assert len(others) == 2 and all(
+        r["status"] in ("planned", "rolled_back") and r["error"] is None for r in others
+    )
+    final = next(e for e in reversed(done["audit"]) if e["event_type"] == "CONFIG_ROLLED_BACK")
+    assert final["payload"]["message"] == results[read_only]["error"]["message"]
+
+    shown = pdsno_cli(world, tokens["olga"], "show", done["proposal_id"])
+    assert shown.returncode == 0, shown.stderr
+    assert f"{read_only}  failed" in shown.stdout
+    assert f"error: DEVICE_WRITE_FAILED: {results[read_only]['error']['message']}" in shown.stdout
+    waited = pdsno_cli(world, tokens["olga"], "propose", "--target", read_only, "--set", f"{SYS_LOCATION}=refused",
+                       "--wait", "--timeout", "60")  # fmt: skip
+    assert waited.returncode == 1, (waited.stdout, waited.stderr)
+    assert "is ROLLED_BACK (DEVICE_WRITE_FAILED)" in waited.stderr and "Traceback" not in waited.stderr
+    assert f"{read_only}  failed" in waited.stdout and "error: DEVICE_WRITE_FAILED" in waited.stdout
 
 
 def test_uc4_an_emergency_runs_at_once_and_a_gc_deny_rolls_it_back_a_failed_rollback_degrades(
@@ -379,14 +470,19 @@ def _reseal(world: World, lc_host: str, body: bytes) -> bytes:
 # --- the command line ------------------------------------------------------------------------------
 
 
-def test_the_cli_checks_proposes_and_shows_a_change(world: World, tokens: dict[str, str]) -> None:
-    env = {**os.environ, "PDSNO_URL": world.url("gc-1"), "PDSNO_TOKEN": tokens["olga"],
+def pdsno_cli(world: World, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pdsno change ARGS`` as an operator runs it, on the GC's host."""
+    env = {**os.environ, "PDSNO_URL": world.url("gc-1"), "PDSNO_TOKEN": token,
            "PDSNO_CA": str(world.root / "pki" / "ca.crt")}  # fmt: skip
+    return subprocess.run(["ip", "netns", "exec", world.ns("gc-1"), str(PDSNO), "change", *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+
+def test_the_cli_checks_proposes_and_shows_a_change(world: World, tokens: dict[str, str]) -> None:
     target = device_id(world, "srv-a1-mon")
 
     def pdsno(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", world.ns("gc-1"), str(PDSNO), "change", *args], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        return pdsno_cli(world, tokens["olga"], *args)
 
     check = pdsno("propose", "--target", target, "--set", f"{SYS_LOCATION}=via the cli", "--check")
     assert check.returncode == 0, check.stderr

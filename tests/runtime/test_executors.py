@@ -345,10 +345,10 @@ def test_snmp_refusals_carry_their_reason(lab: Lab) -> None:
     assert snmp_value(lab, "sw-2") == "pdsno lab, zx"
     # with its own write community in the list, sw-4 is written
     sw4 = device(lab, "sw-4")
-    plans = inside(
+    planned = inside(
         lab, lambda: plan_change(snmp_executor("private", "sw4-rw"), [sw4], {"set": {SYS_LOCATION: "x"}})
     )
-    assert plans[0].details["credential"] == 1
+    assert planned.plans[sw4.device_id].details["credential"] == 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -491,7 +491,7 @@ def test_ansible_plans_commits_verifies_and_rolls_back_on_lab_devices(lab: Lab, 
         "tasks": _snmp_tasks("Rack A1", str(tmp_path)),
         "rollback": {"tasks": _snmp_tasks("pdsno lab, zx", str(tmp_path))},
     }
-    plans = inside(lab, lambda: plan_change(executor, targets, payload))
+    plans = list(inside(lab, lambda: plan_change(executor, targets, payload)).plans.values())
     assert [c.key for c in plans[0].changes] == ["1: write the intended configuration", "3: set sysLocation"]
     assert plans[0].changes[0].after == "location Rack A1\n"
     assert plans[0].rollback_payload == {

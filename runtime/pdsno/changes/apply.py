@@ -143,16 +143,38 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"code": str(ReasonCode.INTERNAL_ERROR), "message": f"{exc.__class__.__name__}: {exc}"}
 
 
+@dataclass(slots=True)
+class ChangePlan:
+    """What planning found on every device (the ``--check`` diff, and the engine's first step)."""
+
+    plans: dict[str, DevicePlan]
+    """The devices that could be planned."""
+    results: dict[str, DeviceResult]
+    """Every device: PLANNED with its diff, or FAILED with why it cannot be changed."""
+    failure: dict[str, Any] | None
+    """``{device_id, code, message}`` of the first device that could not be planned."""
+
+
 async def plan_change(
     executor: Executor, devices: Sequence[Device], payload: Mapping[str, Any]
-) -> list[DevicePlan]:
-    """Every device's plan (the ``--check`` diff); raises the first device's failure (``PdsnoError``)."""
+) -> ChangePlan:
+    """Plan every device (reads only); an invalid payload raises ``PdsnoError`` before any is read."""
     executor.validate(payload)
-    results = await _plan_all(executor, devices, payload)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return [r for r in results if isinstance(r, DevicePlan)]
+    planned = await _plan_all(executor, devices, payload)
+    found = ChangePlan({}, {}, None)
+    for device, plan in zip(devices, planned, strict=True):
+        if isinstance(plan, BaseException):
+            error = _error(plan)
+            found.results[device.device_id] = DeviceResult(
+                device.device_id, DeviceOutcome.FAILED, error=error
+            )
+            found.failure = found.failure or {"device_id": device.device_id, **error}
+        else:
+            found.plans[device.device_id] = plan
+            found.results[device.device_id] = DeviceResult(
+                device.device_id, DeviceOutcome.PLANNED, diff=plan.diff()
+            )
+    return found
 
 
 async def _plan_all(
@@ -181,24 +203,10 @@ async def apply_change(
 
     ``rollback_on_failure=False`` (a token's constraint) leaves committed devices as they are: the
     change is then DEGRADED, since its devices hold part of it."""
-    executor.validate(payload)
     _distinct(devices)
     pacer = pacer or Pacer(max_devices_per_minute)
-    planned = await _plan_all(executor, devices, payload)
-    results: dict[str, DeviceResult] = {}
-    plans: dict[str, DevicePlan] = {}
-    failure: dict[str, Any] | None = None
-    for device, plan in zip(devices, planned, strict=True):
-        if isinstance(plan, BaseException):
-            results[device.device_id] = DeviceResult(
-                device.device_id, DeviceOutcome.FAILED, error=_error(plan)
-            )
-            failure = failure or {"device_id": device.device_id, **_error(plan)}
-        else:
-            plans[device.device_id] = plan
-            results[device.device_id] = DeviceResult(
-                device.device_id, DeviceOutcome.PLANNED, diff=plan.diff()
-            )
+    planned = await plan_change(executor, devices, payload)
+    results, plans, failure = planned.results, planned.plans, planned.failure
     rollbacks = {d: dict(p.rollback_payload) for d, p in plans.items()}
     if failure is not None:
         log.warning("change not applied: a device could not be planned", extra={"failure": failure})

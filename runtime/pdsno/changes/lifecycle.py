@@ -7,6 +7,7 @@ proposed a MEDIUM or HIGH change cannot approve it (decisions §5, four-eyes).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pdsno.canonical import utcnow
@@ -61,12 +62,14 @@ async def move(
     *,
     actor: str,
     reason: str | None = None,
+    fields: Mapping[str, Any] | None = None,
     **details: Any,
 ) -> ConfigProposal:
-    """Write the move (guarded by the version read) with its ``CONFIG_<STATUS>`` event; refusals change nothing."""
+    """Write the move (guarded by the version read) with its ``CONFIG_<STATUS>`` event; refusals change nothing.
+    ``fields`` are other columns of the proposal written with it; ``details`` go into the event."""
     check_move(proposal, to, actor)
     now = utcnow()
-    changes: dict[str, Any] = {"status": to, "reason": reason or proposal.reason}
+    changes: dict[str, Any] = {**(fields or {}), "status": to, "reason": reason or proposal.reason}
     if to is S.APPROVED:
         changes.update(approved_by=actor, approved_at=now)
     if to is S.EXECUTED:
@@ -116,9 +119,14 @@ async def follow(
     *,
     actor: str,
     reason: str | None = None,
+    fields: Mapping[str, Any] | None = None,
     **details: Any,
 ) -> ConfigProposal:
-    """Move ``proposal`` to ``to`` through every step in between, one event each."""
-    for step in path_to(proposal, to):
-        proposal = await move(store, proposal, step, actor=actor, reason=reason, **details)
+    """Move ``proposal`` to ``to`` through every step in between, one event each; ``fields`` are written
+    with the last step."""
+    path = path_to(proposal, to)
+    for step in path:
+        last = step is path[-1]
+        proposal = await move(store, proposal, step, actor=actor, reason=reason,
+                              fields=fields if last else None, **details)  # fmt: skip
     return proposal

@@ -21,6 +21,9 @@ from pdsno.nib.models import ConfigProposal, Decision, EventDraft, ExecutionToke
 from pdsno.nib.store import NIBStore
 from pdsno.security.keys import Ed25519Signer, verify_signature
 
+CONSUMED_EVENT = "EXECUTION_TOKEN_CONSUMED"
+"""The event of a token's one redemption: the executor's, then every tier above as the result reaches it."""
+
 # What the signature covers: everything that says what may be done, by whom, until when.
 _SIGNED = ("token_id", "proposal_id", "config_hash", "target_devices", "approved_by", "issued_at", "expires_at",
            "constraints")  # fmt: skip
@@ -119,7 +122,7 @@ async def redeem(
         spent = await store.consume_token(
             token.token_id,
             executor,
-            events=[EventDraft(event_type="EXECUTION_TOKEN_CONSUMED", actor=executor, subject=proposal.proposal_id,
+            events=[EventDraft(event_type=CONSUMED_EVENT, actor=executor, subject=proposal.proposal_id,
                                decision=Decision.APPROVED, payload={"token_id": token.token_id})],
         )  # fmt: skip
         if not spent.success:

@@ -106,6 +106,15 @@ def propose(api: Api, targets: tuple[str, ...], executor: str, sets: tuple[str, 
         _print_check(view)
     else:
         _print_proposal(view)
+    if check and view.get("refused"):
+        raise click.ClickException(f"refused: {view['refused']['code']}: {view['refused']['message']}")
+    if wait and not check and view["status"] != "EXECUTED":
+        # A script waits for the outcome: anything but the change in place (failed, rolled back, denied,
+        # or not finished in time) is a failure.
+        raise click.ClickException(
+            f"{view['proposal_id']} is {view['status']}"
+            + (f" ({view['reason']})" if view.get("reason") else "")
+        )
 
 
 def _wait(api: Api, proposal_id: str, timeout: float) -> Any:
@@ -128,6 +137,10 @@ def _print_check(view: dict[str, Any]) -> None:
                f"critical {', '.join(radius['critical']) or 'none'}")  # fmt: skip
     if view.get("refused"):
         click.echo(f"refused:     {view['refused']['code']}: {view['refused']['message']}")
+    elif view.get("diff_error"):
+        click.echo(
+            f"unknown:     current values not read ({view['diff_error']['code']}: {view['diff_error']['message']})"
+        )
     for device, changes in view["diff"].items():
         for c in changes:
             before = "?" if c["before"] is None else c["before"]
@@ -139,6 +152,16 @@ def _print_proposal(view: dict[str, Any]) -> None:
                + (f"  approved by {view['approved_by']}" if view.get("approved_by") else "")
                + (f"  ({view['reason']})" if view.get("reason") else ""))  # fmt: skip
     click.echo(f"  targets: {', '.join(view['target_devices'])}")
+    if view.get("execution_token_id"):
+        spent = view.get("token_consumed_at")
+        click.echo(
+            f"  token:   {view['execution_token_id']}  " + (f"consumed {spent}" if spent else "not consumed")
+        )
+    for device, outcome in (view.get("device_results") or {}).items():
+        click.echo(f"  {device}  {outcome.get('status')}")
+        for key, label in (("error", "error"), ("rollback_error", "rollback")):
+            if outcome.get(key):
+                click.echo(f"    {label}: {outcome[key]['code']}: {outcome[key]['message']}")
     for event in view.get("audit", []):
         click.echo(f"  #{event['seq']}  {event['timestamp']}  {event['event_type']}  {event['actor']}")
 

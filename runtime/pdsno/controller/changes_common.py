@@ -9,8 +9,17 @@ from typing import Any, Literal
 
 from pdsno.canonical import utcnow
 from pdsno.changes.apply import DeviceOutcome
+from pdsno.changes.tokens import CONSUMED_EVENT
 from pdsno.messaging import messages as wire
-from pdsno.nib.models import ConfigStatus, Decision, DeviceStatus, EventDraft, ExecutionToken, Sensitivity
+from pdsno.nib.models import (
+    ConfigProposal,
+    ConfigStatus,
+    Decision,
+    DeviceStatus,
+    EventDraft,
+    ExecutionToken,
+    Sensitivity,
+)
 from pdsno.nib.retry import retry_on_conflict
 from pdsno.nib.store import NIBResult, NIBStore
 
@@ -62,6 +71,32 @@ def degraded_in(result: wire.ExecutionResult) -> list[str]:
     return [
         d for d, r in result.device_results.items() if isinstance(r, dict) and r.get("status") == degraded
     ]
+
+
+def result_moves(result: wire.ExecutionResult) -> dict[str, Any]:
+    """The keyword arguments of ``follow`` that mirror an execution result: the reason code, the devices'
+    results written on this tier's copy, and both (with the failure in words) in its events."""
+    told: dict[str, Any] = {"device_results": result.device_results}
+    if result.message is not None:
+        told["message"] = result.message
+    return {"reason": result.reason, "fields": {"device_results": result.device_results}, **told}
+
+
+async def note_token_spent(
+    store: NIBStore, proposal: ConfigProposal, result: wire.ExecutionResult
+) -> ConfigProposal:
+    """The executor spent the token: this tier's copy names it and when, and its audit log says so
+    (``EXECUTION_CONSUMED_EVENT``, once, whatever results follow)."""
+    spent = result.token
+    if spent is None or proposal.token_consumed_at is not None:
+        return proposal
+    written = await store.update_proposal(
+        proposal.next_version(execution_token_id=spent.token_id, token_consumed_at=spent.consumed_at),
+        events=[EventDraft(event_type=CONSUMED_EVENT, actor=spent.consumed_by, subject=proposal.proposal_id,
+                           decision=Decision.APPROVED,
+                           payload={"token_id": spent.token_id, "consumed_at": spent.consumed_at.isoformat()})],
+    )  # fmt: skip
+    return written.unwrap()
 
 
 def token_to_wire(token: ExecutionToken) -> wire.ExecutionTokenData:

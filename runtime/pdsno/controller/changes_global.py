@@ -34,7 +34,15 @@ from pdsno.changes.proposals import (
     to_wire,
 )
 from pdsno.changes.tokens import issue_token, token_ttl
-from pdsno.controller.changes_common import RESULT_STATUS, approval, degraded_in, mark_degraded, token_to_wire
+from pdsno.controller.changes_common import (
+    RESULT_STATUS,
+    approval,
+    degraded_in,
+    mark_degraded,
+    note_token_spent,
+    result_moves,
+    token_to_wire,
+)
 from pdsno.controller.policy_duty import PolicyHolder
 from pdsno.controller.uplink import Peers
 from pdsno.errors import PdsnoError, ReasonCode
@@ -58,6 +66,9 @@ S = ConfigStatus
 SWEEP_INTERVAL_S = 5.0
 PLAN_TIMEOUT_S = 15.0
 """A ``check`` answers within this even when the devices do not (the diff then lacks the values read)."""
+PLAN_UNKNOWN = frozenset({ReasonCode.DEVICE_UNREACHABLE.value, ReasonCode.EXECUTOR_TIMEOUT.value})
+"""A device's plan failures that say nothing about the change (it did not answer now): the diff lacks the
+values read, the change is not refused."""
 
 
 class GlobalChanges:
@@ -98,7 +109,8 @@ class GlobalChanges:
         if check:
             view = self._check_view(proposal, found, radius, blocked)
             if blocked is None:
-                view["diff"], view["diff_error"] = await self._planned_diff(proposal, devices)
+                view["diff"], view["diff_error"], refused = await self._planned_diff(proposal, devices)
+                view["refused"] = refused
             return view
         if blocked is not None:
             raise blocked
@@ -210,7 +222,7 @@ class GlobalChanges:
         result = envelope.payload_as(wire.ExecutionResult)
         proposal = await self._get(result.proposal_id)
         await self._advance(result.proposal_id, RESULT_STATUS[result.status], actor=envelope.sender_id,
-                            reason=result.reason, device_results=result.device_results)  # fmt: skip
+                            result=result)  # fmt: skip
         await mark_degraded(self._store, degraded_in(result), actor=envelope.sender_id)
         if proposal.category is Sensitivity.EMERGENCY and result.status == "EXECUTED":
             await self._send_to_rc(proposal, approval(proposal.proposal_id, "APPROVE", responder=self._me,
@@ -230,15 +242,19 @@ class GlobalChanges:
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    async def _advance(self, proposal_id: str, to: ConfigStatus, *, actor: str, reason: str | None,
-                       **details: Any) -> None:  # fmt: skip
-        """Bring the GC's copy to ``to`` unless it is there, further along, or finished."""
+    async def _advance(self, proposal_id: str, to: ConfigStatus, *, actor: str, reason: str | None = None,
+                       result: wire.ExecutionResult | None = None) -> None:  # fmt: skip
+        """Bring the GC's copy to ``to`` unless it is there, further along, or finished; an execution
+        ``result`` also brings the token's redemption and the devices' results."""
         async with self._mirror:
             proposal = await self._get(proposal_id)
+            if result is not None:
+                proposal = await note_token_spent(self._store, proposal, result)
             if proposal.status is to or proposal.status in TERMINAL - {S.EXECUTED}:
                 return
+            moves = result_moves(result) if result is not None else {"reason": reason}
             try:
-                await follow(self._store, proposal, to, actor=actor, reason=reason, **details)
+                await follow(self._store, proposal, to, actor=actor, **moves)
             except PdsnoError as late:
                 log.info("the GC's copy is already past this step",
                          extra={"proposal_id": proposal_id, "status": proposal.status.value, "to": to.value,
@@ -311,9 +327,11 @@ class GlobalChanges:
 
     async def _planned_diff(
         self, proposal: ConfigProposal, devices: list[Device]
-    ) -> tuple[dict[str, Any], dict[str, str] | None]:
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
         """The diff as the local controller plans it (the values read from each device now); the wanted
-        values alone, with the reason, when the plan cannot be had."""
+        values alone, with the reason, where the plan cannot be had. Third, the refusal when a device said
+        no to the plan itself (it has no such object, refuses the read...): the change would fail, so the
+        check says so now rather than at execution."""
         wanted = proposal.config_payload.get("set") or {}
         fallback = {
             d: [{"key": k, "before": None, "after": v} for k, v in wanted.items()]
@@ -326,12 +344,23 @@ class GlobalChanges:
                 self._peers.request(rc, MessageType.CONFIG_PROPOSAL, asked), PLAN_TIMEOUT_S
             )
         except PdsnoError as failed:
-            return fallback, {"code": failed.code.value, "message": failed.message}
+            return fallback, {"code": failed.code.value, "message": failed.message}, None
         except TimeoutError:
             return fallback, {"code": ReasonCode.DEVICE_UNREACHABLE.value,
-                              "message": f"no plan from the local controller within {PLAN_TIMEOUT_S:.0f} s"}  # fmt: skip
-        planned = answer.payload_as(wire.ExecutionResult).device_results
-        return {d: r.get("diff", []) for d, r in planned.items()} or fallback, None
+                              "message": f"no plan from the local controller within {PLAN_TIMEOUT_S:.0f} s"}, None  # fmt: skip
+        planned = answer.payload_as(wire.ExecutionResult)
+        diff = {
+            d: r["diff"] if r.get("error") is None else fallback[d] for d, r in planned.device_results.items()
+        }
+        if planned.reason is None:
+            return diff or fallback, None, None
+        errors = {d: r["error"] for d, r in planned.device_results.items() if r.get("error") is not None}
+        error = {"code": planned.reason, "message": planned.message or planned.reason, "devices": errors}
+        definite = {d: e for d, e in errors.items() if e.get("code") not in PLAN_UNKNOWN}
+        if not definite:
+            return diff, error, None
+        first = next(iter(definite.values()))
+        return diff, error, {"code": first["code"], "message": first["message"], "devices": definite}
 
     async def _rc_of(self, devices: list[Device]) -> str:
         regions = {d.region for d in devices}

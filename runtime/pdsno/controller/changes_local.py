@@ -28,7 +28,13 @@ from pdsno.changes.executors.base import Executor
 from pdsno.changes.lifecycle import follow, move
 from pdsno.changes.proposals import check_targets, from_wire, rollback_target
 from pdsno.changes.tokens import redeem
-from pdsno.controller.changes_common import RESULT_STATUS, Background, mark_degraded, token_from_wire
+from pdsno.controller.changes_common import (
+    RESULT_STATUS,
+    Background,
+    mark_degraded,
+    result_moves,
+    token_from_wire,
+)
 from pdsno.controller.policy_duty import PolicyHolder
 from pdsno.controller.uplink import Uplink
 from pdsno.errors import PdsnoError, ReasonCode
@@ -97,11 +103,10 @@ class LocalChanges:
                     "the instruction does not name the token's issuer key", code=ReasonCode.INVALID_TOKEN
                 )
             proposal = await self._receive(wanted, sender=envelope.sender_id, replay_ok=True)
-            await redeem(self._store, token, executor=self._me, issuer_key=public_key_from_b64(instruction.issuer_public_key),
-                         proposal=wanted, devices=wanted.target_devices)  # fmt: skip
-            proposal = await move(
-                self._store, proposal, S.APPROVED, actor=token.approved_by, token_id=token.token_id
-            )
+            spent = await redeem(self._store, token, executor=self._me, issuer_key=public_key_from_b64(instruction.issuer_public_key),
+                                 proposal=wanted, devices=wanted.target_devices)  # fmt: skip
+            proposal = await move(self._store, proposal, S.APPROVED, actor=token.approved_by, token_id=token.token_id,
+                                  fields={"execution_token_id": token.token_id, "token_consumed_at": spent.consumed_at})  # fmt: skip
             try:
                 devices = await self._targets(proposal)
             except PdsnoError as changed:
@@ -115,15 +120,14 @@ class LocalChanges:
     async def _plan(self, asker: str, wanted: ConfigProposal, executor: Executor) -> Envelope:
         """What the change would do to each device (``--check``): read, never written, nothing stored."""
         devices = await self._targets(wanted)
-        if rollback_target(wanted.config_payload) is not None:
-            plans = {}
-        else:
-            plans = {
-                p.device_id: {"diff": p.diff()}
-                for p in await plan_change(executor, devices, wanted.config_payload)
-            }
-        result = wire.ExecutionResult(proposal_id=wanted.proposal_id, executor=self._me, status="PLANNED",
-                                      device_results=plans, timestamp=utcnow())  # fmt: skip
+        plans: dict[str, Any] = {}
+        failure: dict[str, Any] | None = None
+        if rollback_target(wanted.config_payload) is None:
+            # Every device's answer, not only the first refusal: the operator sees all that will not go.
+            planned = await plan_change(executor, devices, wanted.config_payload)
+            plans = {d: r.as_dict() for d, r in planned.results.items()}
+            failure = planned.failure
+        result = self._result(wanted, "PLANNED", plans, failure)
         return await self._uplink.peers.envelope(asker, MessageType.EXECUTION_RESULT, result)
 
     async def _receive(
@@ -185,8 +189,9 @@ class LocalChanges:
             else:
                 outcome = await self._undo_original(original, executor, devices)
         except PdsnoError as exc:
-            await follow(self._store, proposal, S.FAILED, actor=self._me, reason=exc.code.value)
-            await self._report(proposal, "FAILED", {}, exc.code.value)
+            failed = self._result(proposal, "FAILED", {}, {"code": exc.code.value, "message": exc.message})
+            await follow(self._store, proposal, S.FAILED, actor=self._me, **result_moves(failed))
+            await self._report(failed)
             return
         kept = {**(proposal.rollback_payload or {}), "devices": outcome.rollback_payloads}
         proposal = (await self._store.update_proposal(proposal.next_version(rollback_payload=kept))).unwrap()
@@ -209,22 +214,30 @@ class LocalChanges:
         return outcome
 
     async def _record(self, proposal: ConfigProposal, outcome: ChangeOutcome) -> None:
-        status = str(outcome.status)
-        reason = outcome.error.get("code") if outcome.error else None
-        await follow(self._store, proposal, RESULT_STATUS[status], actor=self._me, reason=reason,
-                     device_results=outcome.device_results())  # fmt: skip
+        result = self._result(proposal, str(outcome.status), outcome.device_results(), outcome.error)
+        await follow(
+            self._store, proposal, RESULT_STATUS[result.status], actor=self._me, **result_moves(result)
+        )
         await mark_degraded(self._store, outcome.degraded_devices, actor=self._me)
-        await self._report(proposal, status, outcome.device_results(), reason)
+        await self._report(result)
 
-    async def _report(
-        self, proposal: ConfigProposal, status: str, results: dict[str, Any], reason: str | None
-    ) -> None:
-        result = wire.ExecutionResult(proposal_id=proposal.proposal_id, executor=self._me, status=status,
-                                      device_results=results, timestamp=utcnow(), reason=reason)  # fmt: skip
+    def _result(self, proposal: ConfigProposal, status: str, results: dict[str, Any],
+                failure: dict[str, Any] | None) -> wire.ExecutionResult:  # fmt: skip
+        """The ``EXECUTION_RESULT`` of ``proposal``; ``failure`` is the ``{code, message}`` that decided it."""
+        spent = None
+        if proposal.execution_token_id is not None and proposal.token_consumed_at is not None:
+            spent = wire.TokenSpent(token_id=proposal.execution_token_id, consumed_by=self._me,
+                                    consumed_at=proposal.token_consumed_at)  # fmt: skip
+        return wire.ExecutionResult(proposal_id=proposal.proposal_id, executor=self._me, status=status,
+                                    device_results=results, timestamp=utcnow(), token=spent,
+                                    reason=failure["code"] if failure else None,
+                                    message=failure["message"] if failure else None)  # fmt: skip
+
+    async def _report(self, result: wire.ExecutionResult) -> None:
         try:
             await self._uplink.post(MessageType.EXECUTION_RESULT, result)
         except PdsnoError as exc:
-            log.error("could not report an execution result", extra={"proposal_id": proposal.proposal_id,
+            log.error("could not report an execution result", extra={"proposal_id": result.proposal_id,
                                                                       "error": exc.message})  # fmt: skip
 
     # --- emergency acknowledgements ------------------------------------------------------------

@@ -37,6 +37,8 @@ from pdsno.controller.changes_common import (
     approval,
     degraded_in,
     mark_degraded,
+    note_token_spent,
+    result_moves,
     token_from_wire,
     token_to_wire,
 )
@@ -146,9 +148,9 @@ class RegionalChanges:
 
     async def on_result(self, envelope: Envelope) -> None:
         result = envelope.payload_as(wire.ExecutionResult)
-        proposal = await self._get(result.proposal_id)
+        proposal = await note_token_spent(self._store, await self._get(result.proposal_id), result)
         await follow(self._store, proposal, RESULT_STATUS[result.status], actor=envelope.sender_id,
-                     reason=result.reason, device_results=result.device_results)  # fmt: skip
+                     **result_moves(result))  # fmt: skip
         await mark_degraded(self._store, degraded_in(result), actor=envelope.sender_id)
         try:
             await self._uplink.post(MessageType.EXECUTION_RESULT, result)

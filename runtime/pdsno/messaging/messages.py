@@ -120,7 +120,11 @@ class DiscoveryReport(_Payload):
 
 
 class DiscoveryReportAck(_Payload):
+    """The receiver stored (ACCEPTED) or refused (REJECTED) one report chunk, or one summary (its id as
+    ``report_id``): until this arrives the sender keeps the message and sends it again."""
+
     report_id: str
+    chunk_index: int = Field(default=0, ge=0)
     status: Literal["ACCEPTED", "REJECTED"]
     reason: str | None = None
     flags: list[str] = Field(default_factory=list, description="e.g. DISCOVERY_REPORT_STALE_POLICY")
@@ -231,6 +235,14 @@ class ExecutionInstruction(_Payload):
     )
 
 
+class TokenSpent(_Payload):
+    """The executor's record of spending the execution token (its ``EXECUTION_TOKEN_CONSUMED``)."""
+
+    token_id: str
+    consumed_by: str
+    consumed_at: datetime
+
+
 class ExecutionResult(_Payload):
     proposal_id: str
     executor: str
@@ -241,6 +253,8 @@ class ExecutionResult(_Payload):
     reason: str | None = Field(
         default=None, description="the reason code when nothing or not all was applied"
     )
+    message: str | None = Field(default=None, description="what failed, in words (with ``reason``)")
+    token: TokenSpent | None = Field(default=None, description="absent for an emergency change")
 
 
 class DeviceClear(_Payload):

@@ -43,6 +43,8 @@ _EXCEPTION_VALUES = {
     "NoSuchInstance": "noSuchInstance",
     "EndOfMibView": "endOfMibView",
 }
+_MISSING = frozenset({"noSuchName", "noSuchObject", "noSuchInstance"})
+"""What an agent says of an OID it does not hold (SNMPv1 error-status; v2c exception values)."""
 _RETRYABLE = frozenset(
     {"noAccess", "authorizationError", "noSuchName", "readOnly", "noSuchObject", "noSuchInstance"}
 )
@@ -352,8 +354,14 @@ class SnmpExecutor:
                 device_id=device.device_id,
             )
         where = f" at {last.oid}" if last.oid else ""
+        if last.status in _MISSING and last.oid:
+            what = f"has no object {last.oid} ({last.status}): it cannot be set, nor set back"
+        else:
+            what = (
+                f"{'SET' if code is ReasonCode.DEVICE_WRITE_FAILED else 'GET'} refused: {last.status}{where}"
+            )
         raise PdsnoError(
-            f"{device.device_id} ({ip}): {'SET' if code is ReasonCode.DEVICE_WRITE_FAILED else 'GET'} refused: {last.status}{where}",
+            f"{device.device_id} ({ip}) {what}",
             code=code,
             device_id=device.device_id,
             snmp_status=last.status,
