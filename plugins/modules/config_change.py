@@ -92,7 +92,8 @@ options:
       - V(none) returns once the proposal is stored.
       - V(approved) waits until it is approved (or running, or executed).
       - V(executed) waits until the devices have been changed.
-      - Fails when the proposal is denied, expires, fails or is rolled back meanwhile.
+      - Fails when the proposal is denied, expires, fails or is rolled back meanwhile; the message, RV(reason)
+        and RV(device_results) then say why, per device, as its executor reported it.
     type: str
     choices: [none, approved, executed]
     default: none
@@ -109,7 +110,10 @@ options:
 notes:
   - C(changed) is true when a proposal was created (in check mode, when one would be).
   - A change the GC would refuse (an immutable rule, too many regions, devices of more than one local
-    controller) fails with the GC's reason code, in check mode too.
+    controller) fails with the GC's reason code, in check mode too; so does one a device refuses to plan,
+    for example an OID it does not have (C(DEVICE_READ_FAILED)).
+  - When a device does not answer the plan, the diff lacks its current values (V(null)) and a warning
+    says why.
 """
 
 EXAMPLES = r"""
@@ -188,9 +192,26 @@ config_hash:
   returned: always
   type: str
 changes:
-  description: Device id -> list of C({key, before, after}) the change is expected to make.
+  description: Device id -> list of C({key, before, after}) the change is expected to make; C(before) is
+    the value the local controller read from the device.
   returned: always
   type: dict
+reason:
+  description: Why the proposal ended as it did - the reason code that decided it (for example
+    C(DEVICE_WRITE_FAILED)) or a denial's reason.
+  returned: when O(wait) fails because the proposal ended otherwise
+  type: str
+device_results:
+  description: Device id -> C({status, diff, error}) as the executing local controller reported it;
+    C(error) is C({code, message}) of what failed on that device (C(rollback_error) too when its
+    rollback failed).
+  returned: when O(wait) fails because the proposal ended otherwise
+  type: dict
+  sample:
+    nib-dev-0200000003010:
+      status: failed
+      diff: [{key: 1.3.6.1.2.1.1.6.0, before: lab, after: rack 12}]
+      error: {code: DEVICE_WRITE_FAILED, message: "nib-dev-0200000003010 (198.18.1.88) SET refused: notWritable at 1.3.6.1.2.1.1.6.0"}
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
@@ -243,6 +264,27 @@ def find_open(client, config_hash):
     return None
 
 
+class ProposalEnded(PdsnoApiError):
+    """The proposal ended otherwise than waited for; ``view`` is the GC's copy."""
+
+    def __init__(self, view):
+        super().__init__(why(view), code="PROPOSAL_{}".format(view["status"]))
+        self.view = view
+
+
+def why(view):
+    """The proposal's status and reason, then each device's error as its executor reported it."""
+    text = "proposal {} is {}".format(view["proposal_id"], view["status"])
+    if view.get("reason"):
+        text += " ({})".format(view["reason"])
+    for device_id, outcome in sorted((view.get("device_results") or {}).items()):
+        for key, label in (("error", ""), ("rollback_error", "rollback: ")):
+            error = outcome.get(key)
+            if error:
+                text += "; {}: {}{}: {}".format(device_id, label, error.get("code"), error.get("message"))
+    return text
+
+
 def wait_until(client, proposal, wanted, timeout, interval):
     path = "/proposals/" + quote_id(proposal["proposal_id"])
 
@@ -250,10 +292,7 @@ def wait_until(client, proposal, wanted, timeout, interval):
         if view["status"] in REACHED[wanted]:
             return True
         if view["status"] in GONE_WRONG:
-            raise PdsnoApiError(
-                "proposal {} is {}, it will not be {}".format(view["proposal_id"], view["status"], wanted),
-                code="PROPOSAL_{}".format(view["status"]),
-            )
+            raise ProposalEnded(view)
         return False
 
     return wait_for(lambda: client.get(path), reached, timeout, interval, f"proposal to be {wanted}")
@@ -273,6 +312,11 @@ def run(module, client):
     }
     if module._diff:
         result["diff"] = ansible_diff(result["changes"])
+    unknown = preview.get("diff_error")
+    if unknown and not preview.get("refused"):
+        module.warn(
+            "the diff lacks the current values ({}: {})".format(unknown.get("code"), unknown.get("message"))
+        )
     refused = preview.get("refused")
     if refused:
         # The GC would refuse the proposal itself (immutable rule, too many regions, ...): say so now,
@@ -304,6 +348,11 @@ def run(module, client):
             proposal = wait_until(
                 client, proposal, params["wait"], params["wait_timeout"], params["poll_interval"]
             )
+        except ProposalEnded as ended:
+            view = ended.view
+            module.fail_json(changed=changed, proposal_id=view["proposal_id"], status=view["status"],
+                             reason=view.get("reason"), device_results=view.get("device_results") or {},
+                             **dict(result, **ended.as_result()))  # fmt: skip
         except PdsnoApiError as exc:
             module.fail_json(
                 changed=changed, proposal_id=proposal["proposal_id"], **dict(result, **exc.as_result())

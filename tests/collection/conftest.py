@@ -157,6 +157,11 @@ def _controller_config(tree: Deployment, name: str, role: str, parent: str | Non
         # Something to scan, so that a discovery request gets its report; only SNMP, on loopback
         # addresses where nothing answers.
         config["discovery"] = {"subnets": [SCANNED], "protocols": ["snmp"], "interval_s": 3600}
+        # Write credentials, so that a change is planned and run for real (and finds no device answering).
+        communities = data_dir / "write-communities"
+        communities.write_text("private\n")
+        communities.chmod(0o600)
+        config["changes"] = {"snmp_write_communities_file": str(communities), "snmp_timeout_s": 0.5}
     path = tree.root / f"{name}.yml"
     path.write_text(yaml.safe_dump(config))
     tree.nodes[name] = Node(name, path, data_dir, port, tree.root / f"{name}.log")

@@ -173,6 +173,11 @@ def test_config_change_in_check_mode_classifies_without_submitting(ansible: Ansi
     assert preview["classification"]["tier"] == "LOW" and preview["approver"] and preview["config_hash"]
     assert preview["blast_radius"]["devices"] == 1
     assert preview["diff"]["after"][EDGE_1]["1.3.6.1.2.1.1.6.0"] == "rack 7"
+    # Nothing answers SNMP on the device's address: its current value is unknown, and the task says why.
+    assert preview["diff"]["before"][EDGE_1]["1.3.6.1.2.1.1.6.0"] is None
+    assert any("the diff lacks the current values (DEVICE_UNREACHABLE" in w for w in preview["warnings"]), (
+        preview
+    )
     assert "proposal_id" not in preview
     # Devices of two local controllers: the GC would refuse it, so check mode fails too.
     assert split["failed"] is True and split["code"] == "INVALID_REQUEST", split
@@ -197,7 +202,12 @@ def test_config_change_submits_and_waits(ansible: Ansible, gc: RunningGC) -> Non
     assert stored["config_hash"] == first["config_hash"]
     assert stored["target_devices"] == [EDGE_1] and stored["proposed_by"] == "operator-1"
     assert stored["status"] in ("FAILED", "ROLLING_BACK", "ROLLED_BACK", "DEGRADED"), stored["status"]
-    assert first["code"].startswith("PROPOSAL_") and "will not be executed" in first["msg"]
+    # Why, per device, as the LC's executor reported it (the message is not only in the audit log).
+    assert first["code"] == f"PROPOSAL_{stored['status']}" and first["status"] == stored["status"]
+    assert first["reason"] == stored["reason"] == "DEVICE_UNREACHABLE"
+    error = first["device_results"][EDGE_1]["error"]
+    assert error == stored["device_results"][EDGE_1]["error"] and error["code"] == "DEVICE_UNREACHABLE"
+    assert f"{EDGE_1}: DEVICE_UNREACHABLE: {error['message']}" in first["msg"]
     assert [e["event_type"] for e in stored["audit"]][:1] == ["CONFIG_PROPOSED"]
 
 
