@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,19 +35,11 @@ from tests.runtime.hierarchy import (
     running_world,
     truth,
     wait_for,
+    writable_lcs,
 )
 
 SYS_LOCATION = "1.3.6.1.2.1.1.6.0"
 DEVICE = "acc-sw-a1-3"
-
-
-def extra(_host: str, role: str, secrets_dir: Path) -> dict[str, Any]:
-    if role != "local":
-        return {}
-    path = secrets_dir / "write-communities"
-    path.write_text("private\n")
-    path.chmod(0o600)
-    return {"changes": {"snmp_write_communities_file": str(path)}}
 
 
 def p95(values: list[float]) -> float:
@@ -99,7 +90,7 @@ def main() -> None:
     results: dict[str, list[float]] = {"LOW": [], "HIGH": [], "snmpset": []}
     with (
         tempfile.TemporaryDirectory(prefix="pdsno-bench-changes-") as root,
-        running_world(Path(root), "pdsnoc-", extra) as world,
+        running_world(Path(root), "pdsnoc-", writable_lcs) as world,
     ):
         wait_for(lambda: len(devices(world, "gc-1")) >= len(truth(world)), 120, "the first discovery")
         tokens = {"olga": operator_token(world, "olga", "operator"),

@@ -43,6 +43,8 @@ APT_PACKAGES=(
     iputils-arping     # arping
     arp-scan           # ARP sweeps in tests and for operators
     nmap               # host discovery scans
+    chromium           # the dashboard's browser tests (Playwright drives it; its own browser download is not used)
+    libnss3-tools      # certutil: those tests' Chromium trusts the test CA
 )
 
 apt_missing=()

@@ -138,6 +138,17 @@ ExtraConfig = Callable[[str, str, Path], dict[str, Any]]
 """(lab host, role, secrets dir) -> sections merged into that controller's configuration."""
 
 
+def writable_lcs(_host: str, role: str, secrets_dir: Path) -> dict[str, Any]:
+    """An :data:`ExtraConfig`: the local controllers hold the lab's write community, so they can execute
+    changes on its SNMP devices."""
+    if role != "local":
+        return {}
+    communities = secrets_dir / "write-communities"
+    communities.write_text("private\n")
+    communities.chmod(0o600)
+    return {"changes": {"snmp_write_communities_file": str(communities)}}
+
+
 @contextlib.contextmanager
 def running_world(root: Path, prefix: str, extra: ExtraConfig | None = None) -> Iterator[World]:
     lab = Lab.up("default", root / "lab", prefix=prefix)

@@ -24,6 +24,7 @@ from pdsno.nbi.changes import router as changes_router
 from pdsno.nbi.policy import router as policy_router
 from pdsno.nbi.routes import router as nbi_router
 from pdsno.nib.models import ControllerRole
+from pdsno.ui.routes import router as ui_router
 
 if TYPE_CHECKING:
     from pdsno.nib.sql import SqlNIBStore
@@ -206,6 +207,7 @@ def build_app(node: Node) -> FastAPI:
         app.include_router(nbi_router)
         app.include_router(changes_router)
         app.include_router(policy_router)
+        app.include_router(ui_router)
     return app
 
 

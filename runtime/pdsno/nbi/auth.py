@@ -49,6 +49,20 @@ async def add_operator(
     return result, token
 
 
+async def authorise(store: NIBStore, token_hash: str, role: OperatorRole) -> Operator:
+    """The operator whose token hashes to ``token_hash``, if enabled and their role is high enough; the
+    dashboard's sessions are checked here too, so both faces of the GC apply one rule."""
+    operator = await store.get_operator_by_token_hash(token_hash)
+    if operator is None or operator.disabled:
+        raise AuthError("unknown or disabled token", code=ReasonCode.UNAUTHENTICATED)
+    if operator.role.rank < role.rank:
+        raise AuthError(
+            f"{operator.name} is {operator.role.value}; this needs {role.value}",
+            code=ReasonCode.FORBIDDEN,
+        )
+    return operator
+
+
 def require(role: OperatorRole) -> Callable[[Request], Awaitable[Operator]]:
     """FastAPI dependency: the calling operator, if their token is valid and their role high enough."""
 
@@ -57,15 +71,6 @@ def require(role: OperatorRole) -> Callable[[Request], Awaitable[Operator]]:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise AuthError("send 'Authorization: Bearer <token>'", code=ReasonCode.UNAUTHENTICATED)
-        store: NIBStore = request.app.state.node.store
-        operator = await store.get_operator_by_token_hash(hash_token(token.strip()))
-        if operator is None or operator.disabled:
-            raise AuthError("unknown or disabled token", code=ReasonCode.UNAUTHENTICATED)
-        if operator.role.rank < role.rank:
-            raise AuthError(
-                f"{operator.name} is {operator.role.value}; this needs {role.value}",
-                code=ReasonCode.FORBIDDEN,
-            )
-        return operator
+        return await authorise(request.app.state.node.store, hash_token(token.strip()), role)
 
     return dependency

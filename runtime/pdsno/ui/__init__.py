@@ -1,0 +1,1 @@
+"""The GC's web dashboard at ``/ui`` (see docs/ui.md)."""
