@@ -96,7 +96,7 @@ class Dashboard:
                 base_url=self.world.url("gc-1"), viewport={"width": 1400, "height": 900}
             )
             page = context.new_page()
-            page.goto("/ui/")
+            page.goto("/ui")
             expect(page).to_have_url(re.compile(r"/ui/login\?next="))
             page.fill("#token", self.tokens[name])
             page.get_by_role("button", name="Log in").click()
@@ -261,6 +261,18 @@ def test_a_viewer_has_no_approve_button_and_the_server_refuses_their_approval(ui
     bob.get_by_role("button", name="Deny").click()
     expect(bob.locator("#status")).to_have_text("DENIED")
     assert ui.status(proposal_id) == "DENIED"
+
+
+def test_an_approver_cannot_approve_their_own_medium_change_in_the_ui_either(ui: Dashboard) -> None:
+    proposal_id = ui.propose_medium("bob", "acc-sw-a1-4", "four eyes")
+    page = ui.page_of("bob")
+    page.goto(f"/ui/proposals/{proposal_id}")
+    with page.expect_response(lambda r: r.url.endswith("/approve")) as answer:
+        page.get_by_role("button", name="Approve").click()
+    assert answer.value.status == 403
+    expect(page.locator(".error")).to_contain_text("FOUR_EYES_VIOLATION")
+    ui.shot(page, "refused")
+    assert ui.status(proposal_id) == "PENDING"
 
 
 def test_a_post_without_the_sessions_csrf_token_is_refused(ui: Dashboard) -> None:

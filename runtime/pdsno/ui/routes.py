@@ -140,28 +140,24 @@ async def _refusal(request: Request, refused: PdsnoError) -> Response:
         if c in request.app.exception_handlers
     )
     answer = await handler(request, refused)
-    return templates.TemplateResponse(
-        request,
-        "error.html",
-        {
-            "node": request.app.state.node,
-            "version": __version__,
-            "error": refused,
-            # A refused action goes back to the page it was taken on (its path less the verb).
-            "back": request.url.path.rsplit("/", 1)[0] if request.method == "POST" else None,
-        },
-        status_code=answer.status_code,
-    )
+    try:
+        visitor: Visitor | None = await _visitor(OperatorRole.VIEWER)(request)
+    except PdsnoError:
+        visitor = None
+    # A refused action goes back to the page it was taken on (its path less the verb).
+    back = request.url.path.rsplit("/", 1)[0] if request.method == "POST" else None
+    return _render(request, "error.html", visitor, status_code=answer.status_code, error=refused,
+                   status=answer.status_code, back=back)  # fmt: skip
 
 
-def _page(request: Request, visitor: Visitor, name: str, **context: Any) -> Response:
-    return templates.TemplateResponse(
-        request,
-        name,
-        {"node": request.app.state.node, "version": __version__, "me": visitor.operator,
-         "csrf": visitor.session.csrf, "can_approve": visitor.operator.role.rank >= OperatorRole.APPROVER.rank,
-         **context},
-    )  # fmt: skip
+def _render(
+    request: Request, name: str, visitor: Visitor | None, *, status_code: int = 200, **context: Any
+) -> Response:
+    base: dict[str, Any] = {"node": request.app.state.node, "version": __version__}
+    if visitor is not None:
+        base.update(me=visitor.operator, csrf=visitor.session.csrf,
+                    can_approve=visitor.operator.role.rank >= OperatorRole.APPROVER.rank)  # fmt: skip
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
 
 async def _form(request: Request, visitor: Visitor) -> dict[str, str]:
@@ -175,20 +171,15 @@ async def _form(request: Request, visitor: Visitor) -> dict[str, str]:
 
 def _next(target: str | None) -> str:
     # Only a dashboard path: a login link must not be a way to send someone elsewhere.
-    if target and target.startswith(f"{COOKIE_PATH}/") and not target.startswith("//"):
+    if target and target.startswith(f"{COOKIE_PATH}/"):
         return target
     return f"{COOKIE_PATH}/devices"
 
 
 def _login_form(request: Request, *, error: str | None = None, status_code: int = 200) -> Response:
     csrf = secrets.token_urlsafe(32)
-    response = templates.TemplateResponse(
-        request,
-        "login.html",
-        {"node": request.app.state.node, "version": __version__, "csrf": csrf, "error": error,
-         "next": _next(request.query_params.get("next"))},
-        status_code=status_code,
-    )  # fmt: skip
+    response = _render(request, "login.html", None, status_code=status_code, csrf=csrf, error=error,
+                       next=_next(request.query_params.get("next")))  # fmt: skip
     # Double submit: the form's token must match this cookie, which no other site can read or set.
     set_cookie(response, LOGIN_COOKIE, csrf, path=f"{COOKIE_PATH}/login", max_age=900)
     return response
@@ -265,7 +256,7 @@ async def devices(
     summary = {
         r: {s.value: await store.count_devices(region=r, status=s) for s in DeviceStatus} for r in regions
     }
-    return _page(request, visitor, "devices.html", devices=found[:PAGE], total=len(found),
+    return _render(request, "devices.html", visitor, devices=found[:PAGE], total=len(found),
                  truncated=len(found) > PAGE or len(scanned) == SEARCH_SCAN, summary=summary,
                  regions=regions, statuses=list(DeviceStatus), types=list(DeviceType),
                  filters={"q": q, "region": region, "status": status, "device_type": device_type})  # fmt: skip
@@ -278,7 +269,7 @@ async def device(request: Request, device_id: str, visitor: Viewer) -> Response:
     if found is None:
         raise PdsnoError(f"no device {device_id}", code=ReasonCode.NOT_FOUND)
     history: list[Event] = await store.events_about(device_id)
-    return _page(request, visitor, "device.html", device=found, history=list(reversed(history)))
+    return _render(request, "device.html", visitor, device=found, history=list(reversed(history)))
 
 
 # --- controllers ----------------------------------------------------------------------------------
@@ -301,7 +292,7 @@ async def controllers(request: Request, visitor: Viewer) -> Response:
             # Stamped by the sender, stored on arrival by us: the difference is clock skew plus transit.
             "skew": (c.updated_at - c.last_seen).total_seconds() if c.last_seen and c.updated_at else None,
         })  # fmt: skip
-    return _page(request, visitor, "controllers.html", rows=rows, mqtt_connected=node.mqtt_connected,
+    return _render(request, "controllers.html", visitor, rows=rows, mqtt_connected=node.mqtt_connected,
                  live_s=live_s)  # fmt: skip
 
 
@@ -312,7 +303,7 @@ async def controllers(request: Request, visitor: Viewer) -> Response:
 async def proposals(request: Request, visitor: Viewer, status: Blank[ConfigStatus] = None) -> Response:
     found = await request.app.state.node.store.list_proposals(status=status)
     found.sort(key=lambda p: p.proposed_at or p.created_at or utcnow(), reverse=True)
-    return _page(request, visitor, "proposals.html", proposals=found[:PAGE], total=len(found),
+    return _render(request, "proposals.html", visitor, proposals=found[:PAGE], total=len(found),
                  statuses=list(ConfigStatus), status=status)  # fmt: skip
 
 
@@ -334,7 +325,7 @@ async def proposal(request: Request, proposal_id: str, visitor: Viewer) -> Respo
     node = request.app.state.node
     view: dict[str, Any] = await node.changes.view(proposal_id, audit=True)
     targets = [d for d in [await node.store.get_device(i) for i in view["target_devices"]] if d is not None]
-    return _page(request, visitor, "proposal.html", p=view, radius=blast_radius(targets),
+    return _render(request, "proposal.html", visitor, p=view, radius=blast_radius(targets),
                  targets={d.device_id: d for d in targets}, diff=_diff(view),
                  waiting=view["status"] in (ConfigStatus.PENDING.value, ConfigStatus.QUEUED.value))  # fmt: skip
 
@@ -371,7 +362,9 @@ async def audit(request: Request, visitor: Viewer, q: str = "") -> Response:
         e for e in reversed(recent) if not needle or needle in f"{e.event_type} {e.actor} {e.subject}".lower()
     ]
     signers = Counter(e.signer_id for e in recent)
-    return _page(request, visitor, "audit.html", report=report.as_dict(), events=shown, q=q, signers=signers)
+    return _render(
+        request, "audit.html", visitor, report=report.as_dict(), events=shown, q=q, signers=signers
+    )
 
 
 # --- live events ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ const REFRESHING = /^(DEVICE_|CONFIG_|CONTROLLER_|ANOMALY_|EMERGENCY_)/;
 function subjectLink(event) {
   const subject = event.subject || "";
   if (subject.startsWith("nib-dev-")) return "/ui/devices/" + encodeURIComponent(subject);
-  if (event.event_type.startsWith("CONFIG_")) return "/ui/proposals/" + encodeURIComponent(subject);
+  if (subject.startsWith("chg-")) return "/ui/proposals/" + encodeURIComponent(subject);
   return null;
 }
 
