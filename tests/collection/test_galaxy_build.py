@@ -28,6 +28,7 @@ FORBIDDEN_PREFIXES = (
     "runtime/",
     "tests/runtime",
     "tests/collection",
+    "tests/ui",
     ".venv",
     "bench/",
     "scripts/",
