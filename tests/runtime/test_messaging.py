@@ -346,8 +346,21 @@ async def test_timestamps_outside_the_window_are_refused(
 ) -> None:
     peers = Peers(nib)
     envelope = peers.seal(now=utcnow() + offset)
-    error, _ = await refused(nib, lambda: peers.verifier.verify(envelope.to_bytes(), transport="mqtt"), code)
+    error, event = await refused(
+        nib, lambda: peers.verifier.verify(envelope.to_bytes(), transport="mqtt"), code
+    )
     assert error.http_status == 400
+    # Signed by the sender, the timestamp measures its clock: the refusal and its audit event name it.
+    assert f"clock skew {offset.total_seconds():+.0f} s" in error.message
+    assert error.details["clock_skew_s"] == pytest.approx(offset.total_seconds(), abs=2)
+    assert event.payload["clock_skew_s"] == error.details["clock_skew_s"]
+    # A timestamp nobody vouches for measures nothing.
+    stranger, _ = new_hmac_key(LC, peer_id=RC)
+    forged = peers.seal(key=stranger, now=utcnow() + offset)
+    error, event = await refused(
+        nib, lambda: peers.verifier.verify(forged.to_bytes(), transport="mqtt"), code
+    )
+    assert "clock_skew_s" not in error.details and "clock_skew_s" not in event.payload
 
 
 @pytest.mark.parametrize("offset", [timedelta(seconds=-299), timedelta(seconds=299)])

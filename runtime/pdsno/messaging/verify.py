@@ -4,6 +4,10 @@ Checks run cheapest and least stateful first; the replay cache is written last, 
 that are fresh, addressed here and correctly signed, so unauthenticated traffic cannot fill it. The
 replay cache lives in the NIB, so a restart does not reopen the window.
 
+A message outside the clock window is refused for its timestamp even when its signature is fine, but
+the signature is checked all the same: only a signed timestamp measures the sender's clock, so only
+then does the refusal carry ``clock_skew_s`` (sender's clock minus ours) for the operator to see.
+
 Every refusal appends one ``MESSAGE_REJECTED`` audit event (claimed sender and message id when the
 envelope parsed; never the payload or the signature) and raises :class:`MessageRejected`. Nothing
 else changes state on a refusal.
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from pdsno.canonical import utcnow
 from pdsno.errors import ReasonCode
@@ -89,7 +93,7 @@ class Verifier:
         ``now`` is for tests.
         """
         if len(raw) > self.max_bytes:
-            await self._record(ReasonCode.MESSAGE_TOO_LARGE, None, transport, source)
+            await self.record(ReasonCode.MESSAGE_TOO_LARGE, None, transport=transport, source=source)
             raise MessageRejected(
                 f"message of {len(raw)} bytes exceeds the limit of {self.max_bytes}",
                 code=ReasonCode.MESSAGE_TOO_LARGE,
@@ -97,7 +101,7 @@ class Verifier:
         try:
             envelope = Envelope.parse(raw)
         except MessageRejected as exc:
-            await self._record(exc.code, None, transport, source)
+            await self.record(exc.code, None, transport=transport, source=source)
             raise
         return await self.check(
             envelope, transport=transport, source=source, now=now, retained_state=retained_state
@@ -119,45 +123,76 @@ class Verifier:
             return MessageRejected(message, code=code, message_id=envelope.message_id)
 
         error: MessageRejected | None = None
-        key_id = envelope.key_id
-        key = self.keyring.get(key_id) if key_id is not None else None
+        skew = envelope.timestamp - at
         if not envelope.signature:
             error = refuse(ReasonCode.UNSIGNED_MESSAGE, "the message is not signed")
         elif envelope.recipient_id != self.self_id and not (
             self.accept_broadcast and envelope.recipient_id == BROADCAST
         ):
             error = refuse(ReasonCode.MISADDRESSED_MESSAGE, f"the message is not addressed to {self.self_id}")
-        elif not retained_state and at - envelope.timestamp > self._skew:
-            error = refuse(ReasonCode.STALE_TIMESTAMP, f"the message is older than {self.clock_skew_s} s")
-        elif envelope.timestamp - at > self._skew:
-            error = refuse(
-                ReasonCode.FUTURE_TIMESTAMP, f"the message is more than {self.clock_skew_s} s in the future"
-            )
-        elif key is None:
-            error = refuse(ReasonCode.UNKNOWN_KEY, "the message is signed with an unknown key")
-        elif key.peer_id is not None and key.peer_id != self.self_id:
-            # A per-direction key verifies for one controller only; to anyone else it is not a key.
-            error = refuse(ReasonCode.UNKNOWN_KEY, f"key {key.key_id} is not one {self.self_id} verifies")
-        elif key.owner_id != envelope.sender_id:
-            error = refuse(
-                ReasonCode.KEY_NOT_OWNED_BY_SENDER, f"key {key.key_id} does not belong to the sender"
-            )
-        elif not key_is_current(key, at):
-            error = refuse(ReasonCode.KEY_EXPIRED, f"key {key.key_id} is not valid now")
-        elif not self.keyring.verify(key, envelope.signing_bytes(), envelope.signature):
-            error = refuse(ReasonCode.INVALID_SIGNATURE, "the signature does not match the message")
-        elif not retained_state and not await self._replay.first_sighting(
-            envelope.message_id, envelope.sender_id, envelope.timestamp + self._skew
-        ):
-            error = refuse(ReasonCode.REPLAYED_MESSAGE, "the message was already received")
+        else:
+            error = self._key_refusal(envelope, envelope.signature, at)
+            if (not retained_state and -skew > self._skew) or skew > self._skew:
+                error = self._outside_window(envelope, skew, authentic=error is None)
+            elif (
+                error is None
+                and not retained_state
+                and not await self._replay.first_sighting(
+                    envelope.message_id, envelope.sender_id, envelope.timestamp + self._skew
+                )
+            ):
+                error = refuse(ReasonCode.REPLAYED_MESSAGE, "the message was already received")
         if error is not None:
-            await self._record(error.code, envelope, transport, source)
+            skew_s = error.details.get("clock_skew_s")
+            details = None if skew_s is None else {"clock_skew_s": skew_s}
+            await self.record(error.code, envelope, transport=transport, source=source, details=details)
             raise error
         return envelope
 
-    async def _record(
-        self, code: ReasonCode, envelope: Envelope | None, transport: str, source: str | None
+    def _key_refusal(self, envelope: Envelope, signature: str, at: datetime) -> MessageRejected | None:
+        """Why the key or the signature does not vouch for ``envelope``; None when they do."""
+        key = self.keyring.get(envelope.key_id) if envelope.key_id is not None else None
+        code, message = None, ""
+        if key is None:
+            code, message = ReasonCode.UNKNOWN_KEY, "the message is signed with an unknown key"
+        elif key.peer_id is not None and key.peer_id != self.self_id:
+            # A per-direction key verifies for one controller only; to anyone else it is not a key.
+            code, message = ReasonCode.UNKNOWN_KEY, f"key {key.key_id} is not one {self.self_id} verifies"
+        elif key.owner_id != envelope.sender_id:
+            code, message = (
+                ReasonCode.KEY_NOT_OWNED_BY_SENDER,
+                f"key {key.key_id} does not belong to the sender",
+            )
+        elif not key_is_current(key, at):
+            code, message = ReasonCode.KEY_EXPIRED, f"key {key.key_id} is not valid now"
+        elif not self.keyring.verify(key, envelope.signing_bytes(), signature):
+            code, message = ReasonCode.INVALID_SIGNATURE, "the signature does not match the message"
+        return None if code is None else MessageRejected(message, code=code, message_id=envelope.message_id)
+
+    def _outside_window(self, envelope: Envelope, skew: timedelta, *, authentic: bool) -> MessageRejected:
+        seconds = round(skew.total_seconds(), 3)
+        code = ReasonCode.FUTURE_TIMESTAMP if seconds > 0 else ReasonCode.STALE_TIMESTAMP
+        message = (
+            f"the message's timestamp is {abs(seconds):.0f} s {'ahead of' if seconds > 0 else 'behind'} "
+            f"this controller's clock (clock skew {seconds:+.0f} s, outside the ±{self.clock_skew_s} s window)"
+        )
+        if not authentic:
+            return MessageRejected(message, code=code, message_id=envelope.message_id)
+        return MessageRejected(
+            f"{message}; the signature is valid: unless the message is an old one, a clock is off (run NTP)",
+            code=code, message_id=envelope.message_id, clock_skew_s=seconds,
+        )  # fmt: skip
+
+    async def record(
+        self,
+        code: ReasonCode,
+        envelope: Envelope | None,
+        *,
+        transport: str,
+        source: str | None,
+        details: dict[str, Any] | None = None,
     ) -> None:
+        """Audit one refusal (within the refusal budget); for refusals decided beside the verifier too."""
         draft = EventDraft(
             event_type=MESSAGE_REJECTED_EVENT,
             actor=self.self_id,
@@ -169,8 +204,10 @@ class Verifier:
                 "message_id": envelope.message_id if envelope is not None else None,
                 "transport": transport,
                 "source": source,
+                **(details or {}),
             },
         )
+
         record, suppressed = self._budget.admit(source)
         drafts = [draft] if record else []
         if suppressed:
