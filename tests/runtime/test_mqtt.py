@@ -311,6 +311,7 @@ def test_acl_rules_let_a_controller_publish_only_on_its_own_topics() -> None:
     reads = {a.username: {t for access, t in acl_rules(a, accounts) if access == "read"} for a in accounts}
     assert writes[LC_A1] == {"pdsno/status/local_cntl_zone-a_1", "pdsno/discovery/zone-a/local_cntl_zone-a_1"}
     assert reads[LC_A1] == {
+        "pdsno/discovery/zone-a/local_cntl_zone-a_1/ack",  # its own reports acknowledged, no one else's
         "pdsno/policy/global",
         "pdsno/policy/zone-a",
         "pdsno/status/regional_cntl_zone-a_1",  # its parent's heartbeat
@@ -319,6 +320,7 @@ def test_acl_rules_let_a_controller_publish_only_on_its_own_topics() -> None:
         "pdsno/status/regional_cntl_zone-a_1",
         "pdsno/policy/zone-a",
         "pdsno/events/zone-a",
+        "pdsno/discovery/zone-a/+/ack",
     }
     assert "pdsno/discovery/zone-a/+" in reads[RC_A]
     assert "pdsno/status/local_cntl_zone-a_2" in reads[RC_A]
@@ -529,25 +531,42 @@ async def test_publish_subscribe_round_trip(links: Links) -> None:
     assert lc.pending() == 0
 
 
-async def test_handler_exception_does_not_kill_the_link(links: Links) -> None:
+async def test_a_failed_handler_means_redelivery_not_loss(links: Links) -> None:
+    """A handler that raises (a full disk) leaves its message unacknowledged; the link reconnects and
+    Mosquitto redelivers it (it never does on the same connection). Later messages are not held up."""
     rc = await links.started(RC_A)
     seen: list[bytes] = []
 
     async def flaky(topic: str, payload: bytes) -> None:
         seen.append(payload)
-        if payload == b"boom":
-            raise RuntimeError("handler bug")
+        if seen == [b"boom"]:
+            raise RuntimeError("disk full")
 
-    received = Received()
     rc.subscribe(topics.discovery_filter("zone-a"), flaky)
-    rc.subscribe(topics.discovery_filter("zone-a"), received)
     lc = await links.started(LC_A1)
     await asyncio.sleep(0.2)
     await lc.publish(topics.discovery("zone-a", LC_A1), b"boom")
     await lc.publish(topics.discovery("zone-a", LC_A1), b"after")
-    await received.wait_count(2)
-    assert seen == [b"boom", b"after"]
-    assert rc.connected
+    await until(lambda: seen.count(b"boom") == 2)
+    assert seen == [b"boom", b"after", b"boom"], "1 failed + 1 ok sent, both handled once successfully"
+    await until(lambda: rc.connected)
+
+
+async def test_only_the_rc_acknowledges_and_only_to_the_lc_concerned(links: Links) -> None:
+    lc_a1, lc_a2 = Received(), Received()
+    for name, seen in ((LC_A1, lc_a1), (LC_A2, lc_a2)):
+        link = links.make(name)
+        link.subscribe(topics.discovery_ack_filter("zone-a"), seen)  # the ACL narrows what arrives
+        await link.start()
+        assert await link.wait_connected(WAIT)
+    rc = await links.started(RC_A)
+    await asyncio.sleep(0.2)
+    await links.made[1].publish(topics.discovery_ack("zone-a", LC_A1), b"forged by lc-a2")
+    await rc.publish(topics.discovery_ack("zone-a", LC_A1), b"ack")
+    await lc_a1.wait_count(1)
+    await asyncio.sleep(0.3)
+    assert lc_a1.payloads == [b"ack"]
+    assert lc_a2.payloads == []
 
 
 async def test_retained_policy_reaches_a_late_subscriber_and_acl_limits_reads(links: Links) -> None:

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 from pdsno.canonical import utcnow
 from pdsno.controller.discovery_duty import RegionalDiscovery
 from pdsno.controller.uplink import Peers, Uplink
+from pdsno.controller.upward import Receipts, Upward
 from pdsno.messaging.keys import KeyRing
 from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import Controller, ControllerRole
 from pdsno.nib.sql import SqlNIBStore
 from pdsno.transport.rest_client import PeerClient
+from pdsno.transport.upward import UpwardStore
 from tests.runtime.ports import free_port
 
 RC = "regional_cntl_zone-a_1"
 
 
-async def test_a_silent_lc_is_flagged_once_and_asked_to_scan(nib: SqlNIBStore) -> None:
+async def test_a_silent_lc_is_flagged_once_and_asked_to_scan(nib: SqlNIBStore, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     for n in (1, 2):
         lc = Controller(
@@ -28,9 +31,12 @@ async def test_a_silent_lc_is_flagged_once_and_asked_to_scan(nib: SqlNIBStore) -
         (await nib.register_controller(lc)).unwrap()
     client = PeerClient(ca_file=None, timeout_s=2, backoff_s=())
     peers = Peers(nib, me=RC, client=client)
+    verifier = Verifier(RC, KeyRing(), nib)
+    upward = UpwardStore(tmp_path / "upward.sqlite3")
     duty = RegionalDiscovery(
-        nib, me=RC, region="zone-a", spike_threshold=50, peers=peers,
-        uplink=Uplink(peers, parent_id="global_cntl_1", parent_url=url), verifier=Verifier(RC, KeyRing(), nib),
+        nib, me=RC, region="zone-a", spike_threshold=50, peers=peers, verifier=verifier,
+        upward=Upward(upward, Uplink(peers, parent_id="global_cntl_1", parent_url=url), verifier=verifier),
+        receipts=Receipts(upward, peers),
     )  # fmt: skip
     since = utcnow() - timedelta(seconds=700)
     duty._last_report["local_cntl_zone-a_2"] = utcnow()  # this one reported just now
@@ -40,6 +46,7 @@ async def test_a_silent_lc_is_flagged_once_and_asked_to_scan(nib: SqlNIBStore) -
         await asyncio.wait_for(asyncio.gather(*duty._tasks), 10)
     finally:
         await client.aclose()
+        upward.close()
     events = await nib.read_events()
     assert [(e.event_type, e.subject) for e in events if e.event_type == "LC_DISCOVERY_OVERDUE"] == [
         ("LC_DISCOVERY_OVERDUE", "local_cntl_zone-a_1")

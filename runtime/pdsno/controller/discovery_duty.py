@@ -15,19 +15,21 @@ from typing import Any
 from pdsno.canonical import utcnow
 from pdsno.config import ControllerConfig
 from pdsno.controller.policy_duty import PolicyHolder
-from pdsno.controller.uplink import Peers, Uplink
+from pdsno.controller.uplink import Peers
+from pdsno.controller.upward import Receipts, Upward, Via, ack_key
 from pdsno.discovery import SnmpCredentials, SnmpV3Credential, scan
 from pdsno.discovery.scanner import ScanResult
 from pdsno.errors import ConfigError, PdsnoError, ReasonCode
 from pdsno.inventory.cycle import CycleOutcome, run_cycle
 from pdsno.inventory.intake import GlobalIntake, RegionalIntake
 from pdsno.messaging.envelope import Envelope, MessageRejected, MessageType
-from pdsno.messaging.messages import DiscoveryReport, DiscoveryRequest
+from pdsno.messaging.messages import DiscoveryReport, DiscoveryReportAck, DiscoveryRequest, DiscoverySummary
 from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import ControllerRole, ControllerStatus, Decision, Event, EventDraft
 from pdsno.nib.store import NIBStore
 from pdsno.transport import topics
 from pdsno.transport.mqtt import MqttLink
+from pdsno.transport.upward import PendingMessage
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ def snmp_credentials(config: ControllerConfig) -> SnmpCredentials:
 
 
 class LocalDiscovery:
-    """An LC's cycle: scan its subnets, write the delta, send the report up (MQTT; REST if it is down)."""
+    """An LC's cycle: scan its subnets, write the delta, hand the report to its upward outbox (which sends
+    it over MQTT, or REST while MQTT is down, until the RC acknowledges it)."""
 
     def __init__(
         self,
@@ -62,7 +65,7 @@ class LocalDiscovery:
         *,
         me: str,
         region: str,
-        uplink: Uplink,
+        upward: Upward,
         mqtt: MqttLink | None,
         policy: PolicyHolder | None = None,
     ) -> None:
@@ -72,7 +75,7 @@ class LocalDiscovery:
         self._store = store
         self._me = me
         self._region = region
-        self._uplink = uplink
+        self._upward = upward
         self._mqtt = mqtt
         self._lock = asyncio.Lock()
 
@@ -92,22 +95,19 @@ class LocalDiscovery:
                 request_id=request_id,
             )  # fmt: skip
             for report in outcome.reports:
-                await self._send(report, trigger)
+                key = ack_key(report.report_id, report.chunk_index)
+                await self._upward.send(MessageType.DISCOVERY_REPORT, report, key)
             return outcome
 
-    async def _send(self, report: DiscoveryReport, trigger: str) -> None:
-        if self._mqtt is not None and self._mqtt.connected:
-            body = await self._uplink.seal(MessageType.DISCOVERY_REPORT, report)
-            await self._mqtt.publish(topics.discovery(self._region, self._me), body, qos=1)
-            via = "mqtt"
-        else:
-            await self._uplink.post(MessageType.DISCOVERY_REPORT, report)
-            via = "rest"
+    async def on_delivered(self, message: PendingMessage, ack: DiscoveryReportAck, via: Via) -> None:
+        """The RC stored (or refused) a report chunk: the LC's record that it went up."""
+        report = DiscoveryReport.model_validate_json(message.payload)
         await self._store.append_events(
             [EventDraft(event_type="DISCOVERY_REPORT_SENT", actor=self._me, subject=report.report_id,
-                        payload={"via": via, "trigger": trigger, "chunk": report.chunk_index,
-                                 "new": len(report.new_devices), "updated": len(report.updated_devices),
-                                 "inactive": len(report.inactive_devices)})]
+                        decision=Decision.FLAGGED if ack.status == "REJECTED" else None,
+                        payload={"via": via, "status": ack.status, "attempts": message.attempts,
+                                 "chunk": report.chunk_index, "new": len(report.new_devices),
+                                 "updated": len(report.updated_devices), "inactive": len(report.inactive_devices)})]
         )  # fmt: skip
 
     async def on_request(self, envelope: Envelope) -> Envelope | None:
@@ -130,20 +130,22 @@ class LocalDiscovery:
 
 
 class RegionalDiscovery:
-    """An RC: take LC reports (MQTT or REST), merge them, send the GC a summary with the deltas;
-    pass the GC's discovery requests on to its LCs."""
+    """An RC: take LC reports (MQTT or REST), merge each once, acknowledge it, and hand the GC's summary
+    with the deltas to its upward outbox; pass the GC's discovery requests on to its LCs."""
 
     def __init__(
-        self, store: NIBStore, *, me: str, region: str, spike_threshold: int, peers: Peers, uplink: Uplink,
-        verifier: Verifier, request_timeout_s: float = 120.0,
+        self, store: NIBStore, *, me: str, region: str, spike_threshold: int, peers: Peers, upward: Upward,
+        receipts: Receipts, verifier: Verifier, mqtt: MqttLink | None = None, request_timeout_s: float = 120.0,
     ) -> None:  # fmt: skip
         self._intake = RegionalIntake(store, rc_id=me, region=region, spike_threshold=spike_threshold)
         self._store = store
         self._me = me
         self._region = region
         self._peers = peers
-        self._uplink = uplink
+        self._upward = upward
+        self._receipts = receipts
         self._verifier = verifier
+        self._mqtt = mqtt
         self._timeout = request_timeout_s
         self._awaited: dict[tuple[str, str], asyncio.Event] = {}
         self._last_report: dict[str, datetime] = {}
@@ -154,26 +156,30 @@ class RegionalDiscovery:
             envelope = await self._verifier.verify(payload, transport="mqtt", source=topic)
         except MessageRejected:
             return  # audited by the verifier
-        if envelope.message_type is MessageType.DISCOVERY_REPORT:
-            await self.on_report(envelope)
+        if envelope.message_type is MessageType.DISCOVERY_REPORT and self._mqtt is not None:
+            ack = await self.on_report(envelope)
+            await self._mqtt.publish(topics.discovery_ack(self._region, envelope.sender_id), ack.to_bytes())
 
-    async def on_report(self, envelope: Envelope) -> Envelope | None:
+    async def on_report(self, envelope: Envelope) -> Envelope:
+        """Merge a report chunk once and queue its summary for the GC; the signed ack for the LC.
+
+        A failure to store raises, so the LC is not acknowledged and sends the chunk again."""
         report = envelope.payload_as(DiscoveryReport)
-        summary = await self._intake.accept(envelope)
-        if summary is not None:
-            try:
-                await self._uplink.post(MessageType.DISCOVERY_SUMMARY, summary)
-            except PdsnoError as exc:
-                await self._store.append_events(
-                    [EventDraft(event_type="DISCOVERY_SUMMARY_NOT_SENT", actor=self._me, subject=summary.summary_id,
-                                decision=Decision.FLAGGED, payload={"code": str(exc.code), "error": exc.message})]
-                )  # fmt: skip
+
+        async def keep() -> bool:
+            summary = await self._intake.accept(envelope)
+            if summary is None:
+                return False
+            await self._upward.send(MessageType.DISCOVERY_SUMMARY, summary, ack_key(summary.summary_id))
+            return True
+
+        ack = await self._receipts.take(envelope, report.report_id, report.chunk_index, keep)
         self._last_report[report.lc_id] = utcnow()
         if report.request_id and report.chunk_index == report.chunk_count - 1:
             waiter = self._awaited.get((report.request_id, report.lc_id))
             if waiter is not None:
                 waiter.set()
-        return None
+        return ack
 
     async def on_request(self, envelope: Envelope) -> Envelope | None:
         """A DISCOVERY_REQUEST from the GC: run it on this region's LCs, answer once their reports are
@@ -254,17 +260,23 @@ class DiscoveryRun:
 class GlobalDiscovery:
     """The GC: merge RC summaries into the global inventory; start and follow operator requests."""
 
-    def __init__(self, store: NIBStore, *, me: str, peers: Peers) -> None:
+    def __init__(self, store: NIBStore, *, me: str, peers: Peers, receipts: Receipts) -> None:
         self._intake = GlobalIntake(store, gc_id=me)
+        self._receipts = receipts
         self._store = store
         self._me = me
         self._peers = peers
         self.runs: dict[str, DiscoveryRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def on_summary(self, envelope: Envelope) -> Envelope | None:
-        await self._intake.accept(envelope)
-        return None
+    async def on_summary(self, envelope: Envelope) -> Envelope:
+        """Merge a summary once; the signed ack in the REST answer (the RC keeps it until then)."""
+        summary = envelope.payload_as(DiscoverySummary)
+
+        async def keep() -> bool:
+            return await self._intake.accept(envelope) is not None
+
+        return await self._receipts.take(envelope, summary.summary_id, 0, keep)
 
     async def start(
         self,

@@ -52,6 +52,7 @@ from pdsno.transport import topics
 from pdsno.transport.mqtt import MqttLink
 from pdsno.transport.outbox import OUTBOX_FILE_NAME
 from pdsno.transport.rest_client import PeerClient, PeerError
+from pdsno.transport.upward import UPWARD_FILE_NAME, UpwardStore
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class ControllerNode:
         self._verifier: Verifier | None = None
         self._validator: Validator | None = None
         self._mqtt: MqttLink | None = None
+        self._upward: UpwardStore | None = None
         self._server: _EmbeddedServer | None = None
         self._peers: PeerClient | None = None
         self.tier = TIERS[self.role]()
@@ -213,6 +215,9 @@ class ControllerNode:
         if self._mqtt is not None:
             await self._mqtt.stop()
             self._mqtt = None
+        if self._upward is not None:
+            self._upward.close()
+            self._upward = None
         if self._peers is not None:
             await self._peers.aclose()
             self._peers = None
@@ -406,6 +411,7 @@ class ControllerNode:
         uplink = None
         if identity.parent_id and identity.parent_url:
             uplink = Uplink(peers, parent_id=identity.parent_id, parent_url=identity.parent_url)
+        self._upward = UpwardStore(self.config.mqtt.outbox_dir / UPWARD_FILE_NAME)
         return NodeParts(
             config=self.config,
             store=self.store,
@@ -415,6 +421,7 @@ class ControllerNode:
             uplink=uplink,
             policy=policy,
             mqtt=mqtt,
+            upward=self._upward,
             handlers=self.handlers,
             spawn=self._spawn,
             publish_retained=self._publish_retained,

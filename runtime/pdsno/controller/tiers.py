@@ -25,6 +25,7 @@ from pdsno.controller.changes_regional import RegionalChanges
 from pdsno.controller.discovery_duty import GlobalDiscovery, LocalDiscovery, RegionalDiscovery
 from pdsno.controller.policy_duty import GlobalPolicy, PolicyFollower, PolicyHolder, PolicyPublisher, Publish
 from pdsno.controller.uplink import Peers, Uplink
+from pdsno.controller.upward import Receipts, Upward
 from pdsno.messaging.envelope import MessageType
 from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import ControllerRole
@@ -32,6 +33,7 @@ from pdsno.nib.store import NIBStore
 from pdsno.security.keys import Ed25519Signer
 from pdsno.transport import topics
 from pdsno.transport.mqtt import MqttLink
+from pdsno.transport.upward import UpwardStore
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class NodeParts:
     uplink: Uplink | None  # the parent; the GC has none
     policy: PolicyHolder  # loaded
     mqtt: MqttLink
+    upward: UpwardStore  # messages owed to the parent, and those stored from the children
     handlers: dict[MessageType, Handler]  # the node's own, read by REST on every message
     spawn: Callable[[Coroutine[Any, Any, None], str], None]  # a named task the node cancels on stop
     publish_retained: Publish
@@ -73,7 +76,8 @@ class GlobalTier:
         self.changes: GlobalChanges | None = None
 
     async def take_up(self, parts: NodeParts) -> None:
-        self.discovery = GlobalDiscovery(parts.store, me=parts.me, peers=parts.peers)
+        receipts = Receipts(parts.upward, parts.peers)
+        self.discovery = GlobalDiscovery(parts.store, me=parts.me, peers=parts.peers, receipts=receipts)
         parts.handlers[MessageType.DISCOVERY_SUMMARY] = self.discovery.on_summary
 
         publisher = PolicyPublisher(
@@ -108,8 +112,11 @@ class RegionalTier:
         uplink, region = found
         config = parts.config
 
+        summaries = Upward(parts.upward, uplink, verifier=parts.verifier)
+        parts.spawn(summaries.run_forever(), "upward")
         discovery = RegionalDiscovery(
-            parts.store, me=parts.me, region=region, peers=parts.peers, uplink=uplink, verifier=parts.verifier,
+            parts.store, me=parts.me, region=region, peers=parts.peers, upward=summaries,
+            receipts=Receipts(parts.upward, parts.peers), verifier=parts.verifier, mqtt=parts.mqtt,
             spike_threshold=config.discovery.anomaly_new_device_threshold,
         )  # fmt: skip
         parts.handlers[MessageType.DISCOVERY_REPORT] = discovery.on_report
@@ -147,11 +154,17 @@ class LocalTier:
             return
         uplink, region = found
 
+        reports = Upward(
+            parts.upward, uplink, verifier=parts.verifier, mqtt=parts.mqtt,
+            mqtt_topic=topics.discovery(region, parts.me), on_delivered=lambda *a: discovery.on_delivered(*a),
+        )  # fmt: skip
         discovery = LocalDiscovery(
-            parts.config, parts.store, me=parts.me, region=region, uplink=uplink, mqtt=parts.mqtt,
+            parts.config, parts.store, me=parts.me, region=region, upward=reports, mqtt=parts.mqtt,
             policy=parts.policy,
         )  # fmt: skip
         parts.handlers[MessageType.DISCOVERY_REQUEST] = discovery.on_request
+        parts.mqtt.subscribe(topics.discovery_ack(region, parts.me), reports.on_mqtt, qos=1)
+        parts.spawn(reports.run_forever(), "upward")
 
         follower = PolicyFollower(
             parts.policy, me=parts.me, parent_id=uplink.parent_id, verifier=parts.verifier

@@ -61,10 +61,14 @@ class Peers:
     async def post_to(self, peer_id: str, message_type: MessageType, payload: BaseModel) -> Any:
         return await self.post(peer_id, await self.url_of(peer_id), message_type, payload)
 
-    async def request(self, peer_id: str, message_type: MessageType, payload: BaseModel) -> Envelope:
-        """Send a message whose answer is a signed envelope from the same peer, and verify that answer."""
+    async def request(
+        self, peer_id: str, message_type: MessageType, payload: BaseModel, *, url: str | None = None
+    ) -> Envelope:
+        """Send a message whose answer is a signed envelope from the same peer, and verify that answer.
+
+        ``url``: where the peer serves REST, if not its address in the NIB."""
         assert self._verifier is not None, "Peers built without a verifier cannot check answers"
-        url = await self.url_of(peer_id)
+        url = url or await self.url_of(peer_id)
         answer = await self.post(peer_id, url, message_type, payload)
         reply = await self._verifier.verify(json.dumps(answer).encode(), transport="rest", source=url)
         if reply.sender_id != peer_id:
@@ -87,3 +91,6 @@ class Uplink:
 
     async def post(self, message_type: MessageType, payload: BaseModel) -> Any:
         return await self.peers.post(self.parent_id, self.parent_url, message_type, payload)
+
+    async def request(self, message_type: MessageType, payload: BaseModel) -> Envelope:
+        return await self.peers.request(self.parent_id, message_type, payload, url=self.parent_url)

@@ -204,12 +204,12 @@ def acl_rules(account: BrokerAccount, accounts: Sequence[BrokerAccount]) -> list
     """The ``(access, topic)`` rules of ``account``; ``accounts`` (all of them) names a region's controllers.
 
     Writes: every controller its own ``pdsno/status/<id>``; a local controller its own
-    ``pdsno/discovery/<region>/<id>``; a regional controller ``pdsno/policy/<region>`` and
-    ``pdsno/events/<region>``; the global controller ``pdsno/policy/global``, ``pdsno/events/system`` and
+    ``pdsno/discovery/<region>/<id>``; a regional controller ``pdsno/policy/<region>``,
+    ``pdsno/events/<region>`` and the acknowledgements ``pdsno/discovery/<region>/+/ack``; the global controller ``pdsno/policy/global``, ``pdsno/events/system`` and
     ``pdsno/events/#``. Reads: the global controller everything under ``pdsno/#``; a regional controller
     its region's discovery reports, the status of the controllers of its region and of the global
     controller (its parent), and the global policy and system events it relays; a local controller the
-    global policy, its region's policy and the status of its region's regional controllers (its parent); a
+    acknowledgements of its own reports, the global policy, its region's policy and the status of its region's regional controllers (its parent); a
     monitor account every status and every event. Status rules name controllers one by one (an MQTT topic
     level cannot be matched by prefix), so the ACL is re-rendered and reloaded when a controller is added.
     """
@@ -230,6 +230,7 @@ def acl_rules(account: BrokerAccount, accounts: Sequence[BrokerAccount]) -> list
             ("write", own_status),
             ("write", topics.policy(region)),
             ("write", topics.events(region)),
+            ("write", topics.discovery_ack_filter(region)),
             ("read", topics.discovery_filter(region)),
             ("read", topics.policy_global()),
             ("read", topics.events_system()),
@@ -245,6 +246,7 @@ def acl_rules(account: BrokerAccount, accounts: Sequence[BrokerAccount]) -> list
         rules += [
             ("write", own_status),
             ("write", topics.discovery(region, account.username)),
+            ("read", topics.discovery_ack(region, account.username)),
             ("read", topics.policy_global()),
             ("read", topics.policy(region)),
         ]
@@ -269,9 +271,11 @@ _ACL_HEADER: Final = """\
 #
 #   every controller       write pdsno/status/<its id>               heartbeats; also its last will "offline"
 #   local controller       write pdsno/discovery/<region>/<its id>   discovery reports (C4)
-#                          read  pdsno/policy/global, pdsno/policy/<region>,
+#                          read  pdsno/discovery/<region>/<its id>/ack   its reports acknowledged
+#                                pdsno/policy/global, pdsno/policy/<region>,
 #                                pdsno/status/<each regional controller of the region>   (its parent)
-#   regional controller    write pdsno/policy/<region>, pdsno/events/<region>
+#   regional controller    write pdsno/policy/<region>, pdsno/events/<region>,
+#                                pdsno/discovery/<region>/+/ack   (reports stored)
 #                          read  pdsno/discovery/<region>/+, pdsno/status/<each controller of the region>,
 #                                pdsno/status/<the global controller>, pdsno/policy/global,
 #                                pdsno/events/system

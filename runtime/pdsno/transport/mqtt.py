@@ -18,8 +18,13 @@ Delivery guarantees
 * **Receiving**: MQTT v5 session with ``clean_start=False`` and a session expiry (default one day), so the
   broker queues QoS 1 messages while the controller is briefly away. Messages are acknowledged only after
   their handler has run (paho ``manual_ack``), so one that arrived just before a crash is delivered again.
-  Handlers run one at a time, in arrival order, on the event loop; an exception is logged and the message
-  still acknowledged (a poison message must not block the session).
+  Handlers run one at a time, in arrival order, on the event loop. A handler that raises
+  (``MQTT_HANDLER_FAILED``: the NIB is full, a bug) leaves its message unacknowledged, and the link
+  reconnects after a backoff (1 s doubling to 30 s) so the broker delivers it again: Mosquitto resends
+  unacknowledged messages of a persistent session on reconnect, never on the same connection. A message
+  whose handlers failed :data:`MAX_HANDLER_TRIES` times is acknowledged and logged
+  (``MQTT_MESSAGE_DROPPED``): a poison message must not hold the session forever. A sender that must not
+  lose it keeps it until the receiving controller acknowledges it (:mod:`pdsno.controller.upward`).
 * **Subscriptions** are made again on every reconnect (retained messages are resent only to a brand-new
   subscription, or on the first subscription of this link, so a restarted controller gets the retained
   policy again).
@@ -34,7 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +63,7 @@ from pdsno.transport import topics
 from pdsno.transport.outbox import OUTBOX_FILE_NAME, Outbox
 
 __all__ = [
+    "MAX_HANDLER_TRIES",
     "OFFLINE",
     "ConnectedCallback",
     "MessageHandler",
@@ -77,6 +85,9 @@ ConnectedCallback = Callable[[bool], Awaitable[None]]
 """``async def on_connected(session_present)``: awaited after every successful (re)connect."""
 
 _RESEND_BARRIER_S: Final = 30.0
+_REDELIVERY_MAX_S: Final = 30.0
+MAX_HANDLER_TRIES: Final = 5
+"""Deliveries of one message whose handlers failed before it is acknowledged anyway (and dropped)."""
 _RECEIVE_MAXIMUM: Final = 100
 
 
@@ -117,6 +128,10 @@ def _check_topic(topic: str) -> None:
         )
     if len(topic.encode("utf-8")) > 65535:
         raise MqttError("an MQTT topic is at most 65535 bytes", code=PdsnoReason.MALFORMED_MESSAGE)
+
+
+def _digest(topic: str, payload: bytes) -> bytes:
+    return hashlib.sha256(topic.encode() + b"\0" + payload).digest()
 
 
 def _check_filter(topic_filter: str) -> None:
@@ -241,6 +256,8 @@ class MqttLink:
         self._subscriptions: dict[str, _Subscription] = {}
         self._sub_mids: dict[int, str] = {}
         self._inbox: asyncio.Queue[tuple[int, str, bytes, int, int]] = asyncio.Queue()
+        self._failures: dict[bytes, int] = {}  # digest of a message whose handlers failed -> deliveries
+        self._redelivery_at: int | None = None  # the generation a forced reconnect is scheduled for
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -632,7 +649,7 @@ class MqttLink:
     async def _dispatch(self) -> None:
         while True:
             generation, topic, payload, mid, qos = await self._inbox.get()
-            matched = False
+            matched = failed = False
             for sub in list(self._subscriptions.values()):
                 if not mqtt.topic_matches_sub(sub.topic_filter, topic):
                     continue
@@ -643,10 +660,12 @@ class MqttLink:
                     except asyncio.CancelledError:
                         raise
                     except Exception:
+                        failed = True
                         logger.exception(
                             "MQTT message handler failed",
-                            extra={**self._log, "topic": topic, "topic_filter": sub.topic_filter},
-                        )
+                            extra={**self._log, "code": str(PdsnoReason.MQTT_HANDLER_FAILED), "topic": topic,
+                                   "topic_filter": sub.topic_filter},
+                        )  # fmt: skip
             if not matched:
                 logger.warning(
                     "MQTT message without a handler dropped (subscribe before start() to get what the "
@@ -654,7 +673,44 @@ class MqttLink:
                     extra={**self._log, "topic": topic},
                 )
             if qos > 0 and generation == self._generation and self._connected:
-                self._client.ack(mid, qos)
+                if not failed:
+                    if self._failures:  # it may be a redelivery that went through this time
+                        self._failures.pop(_digest(topic, payload), None)
+                    self._client.ack(mid, qos)
+                elif not self._withhold_ack(_digest(topic, payload), topic):
+                    self._client.ack(mid, qos)
+
+    def _withhold_ack(self, digest: bytes, topic: str) -> bool:
+        """After a failed handler: True to leave the message to a redelivery, False to give it up."""
+        tries = self._failures[digest] = self._failures.get(digest, 0) + 1
+        if tries >= MAX_HANDLER_TRIES:
+            del self._failures[digest]
+            logger.error(
+                "MQTT message dropped: its handlers failed on every delivery",
+                extra={**self._log, "code": str(PdsnoReason.MQTT_MESSAGE_DROPPED), "topic": topic,
+                       "deliveries": tries},
+            )  # fmt: skip
+            return False
+        if self._redelivery_at != self._generation:
+            self._redelivery_at = self._generation
+            assert self._loop is not None
+            delay = min(_REDELIVERY_MAX_S, 2.0 ** (tries - 1))
+            self._loop.call_later(delay, self._reconnect_for_redelivery, self._generation)
+        return True
+
+    def _reconnect_for_redelivery(self, generation: int) -> None:
+        if generation != self._generation or not self._connected or self._stopped:
+            return  # reconnected meanwhile: the broker has already redelivered
+        sock = self._client.socket()
+        if not isinstance(sock, socket.socket):  # TLS sockets are too; None between connections
+            return
+        logger.warning(
+            "MQTT reconnecting so the broker redelivers unacknowledged messages",
+            extra={**self._log, "waiting": len(self._failures)},
+        )
+        # paho sees the connection drop and reconnects on its own (a disconnect() would end its loop).
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
     def _on_message(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         self._inbox.put_nowait((self._generation, topic, payload, mid, qos))

@@ -18,11 +18,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Self
 
 from pdsno.errors import PdsnoError
 
-__all__ = ["OUTBOX_FILE_NAME", "Outbox", "OutboxEntry", "OutboxError"]
+__all__ = ["OUTBOX_FILE_NAME", "LocalDb", "Outbox", "OutboxEntry", "OutboxError"]
 
 OUTBOX_FILE_NAME: Final = "mqtt-outbox.sqlite3"
 _SCHEMA_VERSION: Final = 1
@@ -42,6 +42,61 @@ class OutboxError(PdsnoError):
     """The outbox file cannot be opened, read or written."""
 
 
+class LocalDb:
+    """A controller's own SQLite file (created 0600; WAL, ``synchronous=FULL``): every call one short
+    transaction, serialised by a lock. Kept apart from the NIB, so it stays writable when the NIB is not."""
+
+    what = "local database"
+
+    def __init__(self, path: Path, schema: str, version: int) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Create the file 0600 before SQLite opens it; SQLite gives the -wal and -shm files the same mode.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        except OSError as exc:
+            raise OutboxError(
+                f"cannot open {self.what} {self.path}: {exc.strerror or exc}", path=str(self.path)
+            ) from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            found = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if found > version:
+                raise OutboxError(
+                    f"{self.what} {self.path} has schema {found}, newer than this pdsno ({version})",
+                    path=str(self.path),
+                )
+            self._db.executescript(schema)
+            self._db.execute(f"PRAGMA user_version={version}")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise OutboxError(f"{self.what} {self.path} is unusable: {exc}", path=str(self.path)) from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:  # ProgrammingError too: the file was closed
+            raise OutboxError(f"{self.what} {self.path}: {exc}", path=str(self.path)) from None
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     id: int
@@ -53,47 +108,13 @@ class OutboxEntry:
     """Unix time the message was added."""
 
 
-class Outbox:
+class Outbox(LocalDb):
     """The durable FIFO in the SQLite file ``path`` (created with mode 0600 if absent)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Create the file 0600 before SQLite opens it; SQLite gives the -wal and -shm files the same mode.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-        except OSError as exc:
-            raise OutboxError(
-                f"cannot open MQTT outbox {self.path}: {exc.strerror or exc}", path=str(self.path)
-            ) from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise OutboxError(
-                    f"MQTT outbox {self.path} has schema {version}, newer than this pdsno ({_SCHEMA_VERSION})",
-                    path=str(self.path),
-                )
-            self._db.execute(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise OutboxError(f"MQTT outbox {self.path} is unusable: {exc}", path=str(self.path)) from None
-        except BaseException:
-            self._db.close()
-            raise
+    what = "MQTT outbox"
 
-    def _execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
-        try:
-            return self._db.execute(sql, params)
-        except sqlite3.ProgrammingError as exc:  # closed
-            raise OutboxError(f"MQTT outbox {self.path}: {exc}", path=str(self.path)) from None
-        except sqlite3.Error as exc:
-            raise OutboxError(f"MQTT outbox {self.path}: {exc}", path=str(self.path)) from None
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, _SCHEMA, _SCHEMA_VERSION)
 
     def add(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
         """Append a message (committed to disk before this returns); return its id."""
@@ -126,14 +147,3 @@ class Outbox:
         with self._lock:
             count: int = self._execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         return count
-
-    def close(self) -> None:
-        """Close the file (idempotent)."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

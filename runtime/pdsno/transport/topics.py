@@ -4,6 +4,7 @@
 topic                                      publisher                     content
 =========================================  ============================  =====================================
 ``pdsno/discovery/{region}/{lc_id}``       that local controller         discovery reports, QoS 1 (C4)
+``pdsno/discovery/{region}/{lc_id}/ack``   the region's RC               DISCOVERY_REPORT_ACK, QoS 1
 ``pdsno/policy/global``                    the global controller         policy, QoS 1, retained (C5)
 ``pdsno/policy/{region}``                  the region's RC               policy, QoS 1, retained (C5)
 ``pdsno/events/system``                    the global controller         system-wide events
@@ -24,6 +25,8 @@ __all__ = [
     "PREFIX",
     "RESERVED_REGIONS",
     "discovery",
+    "discovery_ack",
+    "discovery_ack_filter",
     "discovery_filter",
     "events",
     "events_system",
@@ -59,6 +62,16 @@ def _region(region: str) -> str:
 def discovery(region: str, lc_id: str) -> str:
     """Where local controller ``lc_id`` of ``region`` publishes its discovery reports."""
     return f"{PREFIX}/discovery/{_region(region)}/{validate_level(lc_id, 'controller id')}"
+
+
+def discovery_ack(region: str, lc_id: str) -> str:
+    """Where the RC of ``region`` acknowledges the reports of ``lc_id`` once it has stored them."""
+    return f"{discovery(region, lc_id)}/ack"
+
+
+def discovery_ack_filter(region: str) -> str:
+    """Every acknowledgement topic of ``region`` (what the region's RC may publish on)."""
+    return f"{discovery_filter(region)}/ack"
 
 
 def discovery_filter(region: str) -> str:
