@@ -240,9 +240,11 @@ def seal_from_parent(world: World, lc_host: str, message_type: MessageType, payl
 
 
 def post_from_parent(world: World, lc_host: str, body: bytes, timeout: float = 60) -> httpx.Response:
-    """POST a signed message to the LC from inside its RC's host, as the RC would."""
-    tls = ssl.create_default_context(cafile=str(world.root / "pki" / "ca.crt"))
-    with world.lab.inside(world.ns(PARENT[lc_host])):
+    """POST a signed message to the LC from inside its RC's host, as the RC would (its client certificate)."""
+    pki, rc_host = world.root / "pki", PARENT[lc_host]
+    tls = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    tls.load_cert_chain(pki / f"{rc_host}.crt", pki / f"{rc_host}.key")
+    with world.lab.inside(world.ns(rc_host)):
         return httpx.post(world.url(lc_host) + "/ew/v1/messages", content=body, verify=tls, timeout=timeout)
 
 

@@ -1,6 +1,7 @@
 """The secure controller fabric end to end: Mosquitto, a GC, an RC and an LC as real processes, TLS on
 REST and MQTT. The RC is admitted by the GC, the LC by the RC; heartbeats are read with mosquitto_sub;
-then the RC's East/West endpoint is attacked and must refuse, audit and change nothing.
+then the RC's East/West endpoint is attacked and must refuse, audit and change nothing, and the GC
+shows a peer whose clock is ten minutes off.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import json
 import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from pdsno.admission.credentials import identity_key_id
 from pdsno.canonical import utcnow
 from pdsno.controller.node import audit_publish_refusals
 from pdsno.errors import ReasonCode
@@ -33,7 +36,7 @@ from pdsno.messaging.messages import Heartbeat
 from pdsno.messaging.sign import seal, sign_envelope
 from pdsno.nib.connect import open_nib
 from pdsno.nib.models import Controller, ControllerRole, Event
-from pdsno.security.keys import Ed25519Signer
+from pdsno.security.keys import Ed25519Signer, load_or_create_private_key
 from pdsno.security.pki import create_ca, issue_certificate
 from pdsno.transport import topics
 from pdsno.transport.broker import BrokerAccount
@@ -93,6 +96,12 @@ class Deployment:
     @property
     def tls(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
+
+    def tls_as(self, name: str) -> ssl.SSLContext:
+        """TLS with the client certificate the deployment issued to ``name``, as East/West wants."""
+        context = self.tls
+        context.load_cert_chain(self.root / "pki" / f"{name}.crt", self.root / "pki" / f"{name}.key")
+        return context
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([str(PDSNO), *args], capture_output=True, text=True, timeout=60, check=False)
@@ -359,9 +368,12 @@ def heartbeat(key: SigningKey, **envelope_changes: Any) -> Envelope:
     return sign_envelope(sealed.model_copy(update=envelope_changes), key) if envelope_changes else sealed
 
 
-def post(deployment: Deployment, body: bytes) -> httpx.Response:
+def post(
+    deployment: Deployment, body: bytes, tls: ssl.SSLContext | None = None, path: str = "/ew/v1/messages"
+) -> httpx.Response:
+    """POST to the RC as the LC would (its client certificate), or with ``tls``."""
     rc = deployment.nodes[RC]
-    return httpx.post(rc.url + "/ew/v1/messages", content=body, verify=deployment.tls, timeout=10,
+    return httpx.post(rc.url + path, content=body, verify=tls or deployment.tls_as(LC), timeout=10,
                       headers={"content-type": "application/json"})  # fmt: skip
 
 
@@ -373,13 +385,16 @@ def rc_state(deployment: Deployment) -> tuple[Any, list[str]]:
     return last_seen, rejected
 
 
-def assert_refused(deployment: Deployment, body: bytes, code: ReasonCode, status: int) -> None:
+def assert_refused(
+    deployment: Deployment, body: bytes, code: ReasonCode, status: int, **post_options: Any
+) -> httpx.Response:
     before_state, before_rejected = rc_state(deployment)
-    response = post(deployment, body)
+    response = post(deployment, body, **post_options)
     assert (response.status_code, response.json()["code"]) == (status, code.value), response.text
     after_state, after_rejected = rc_state(deployment)
     assert after_rejected == [*before_rejected, code.value], "exactly one audit event for the refusal"
     assert after_state == before_state, "a refused message changes nothing"
+    return response
 
 
 def test_a_genuine_signed_message_is_accepted(running: Deployment, lc_key: SigningKey) -> None:
@@ -414,7 +429,8 @@ def test_a_message_signed_with_the_wrong_key_is_refused(running: Deployment, lc_
 def test_messages_outside_the_clock_window_are_refused(
     running: Deployment, lc_key: SigningKey, shift: timedelta, code: ReasonCode
 ) -> None:
-    assert_refused(running, heartbeat(lc_key, timestamp=utcnow() + shift).to_bytes(), code, 400)
+    response = assert_refused(running, heartbeat(lc_key, timestamp=utcnow() + shift).to_bytes(), code, 400)
+    assert f"clock skew {shift.total_seconds():+.0f} s" in response.json()["message"]
 
 
 def test_unsigned_and_misaddressed_messages_are_refused(running: Deployment, lc_key: SigningKey) -> None:
@@ -440,6 +456,84 @@ def test_a_replay_is_refused_also_after_the_receiver_restarts(
     rc.start()
     running.wait_healthy(rc)
     assert_refused(running, message, ReasonCode.REPLAYED_MESSAGE, 409)
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_the_rest_listener_speaks_tls_1_2_and_1_3_only(running: Deployment) -> None:
+    def handshake(version: ssl.TLSVersion) -> str | None:
+        context = running.tls
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")  # this client would offer TLS 1.0 and 1.1
+        context.minimum_version = context.maximum_version = version
+        with socket.create_connection(("127.0.0.1", running.nodes[RC].port), timeout=5) as raw:
+            try:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    return tls.version()
+            except ssl.SSLError:
+                return None
+
+    versions = (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
+    assert [handshake(v) for v in versions] == [None, None, "TLSv1.2", "TLSv1.3"]
+
+
+def test_east_west_and_admission_take_only_a_client_certificate_from_the_deployment_ca(
+    running: Deployment, lc_key: SigningKey, tmp_path: Path
+) -> None:
+    for path in ("/ew/v1/messages", "/ew/v1/admission/request", "/ew/v1/admission/response"):
+        assert_refused(running, heartbeat(lc_key).to_bytes(), ReasonCode.CLIENT_CERTIFICATE_REQUIRED, 401,
+                       tls=running.tls, path=path)  # fmt: skip
+    # OpenSSL refuses another CA's certificate in the handshake: no HTTP request, so no audit event.
+    other = create_ca(tmp_path / "other")
+    stranger = issue_certificate(other, tmp_path / "other", LC, ["127.0.0.1"])
+    foreign = running.tls
+    foreign.load_cert_chain(stranger.cert, stranger.key)
+    before = rc_state(running)
+    with pytest.raises(httpx.TransportError):
+        post(running, heartbeat(lc_key).to_bytes(), tls=foreign)
+    assert rc_state(running) == before
+
+
+def test_a_verified_message_of_a_type_the_receiver_does_not_handle_is_refused_and_audited(
+    running: Deployment, lc_key: SigningKey
+) -> None:
+    unhandled = seal(MessageType.SYNC_REQUEST, {}, sender_id=LC, recipient_id=RC, key=lc_key)
+    assert_refused(running, unhandled.to_bytes(), ReasonCode.UNSUPPORTED_MESSAGE_TYPE, 422)
+
+
+def test_the_gc_shows_a_peer_whose_clock_is_ten_minutes_off(running: Deployment) -> None:
+    """The RC's clock jumps ten minutes ahead: its heartbeats are refused, naming the skew, and the GC's
+    northbound API shows it (the real RC is stopped first, so its own heartbeats do not interleave)."""
+    gc, rc = running.nodes[GC], running.nodes[RC]
+    token = running.cli("operator", "add", "--config", str(gc.config), "--name", "carol", "--role", "viewer")
+    api = httpx.Client(base_url=gc.url, verify=running.tls,
+                       headers={"Authorization": f"Bearer {token.stdout.strip().splitlines()[-1]}"})  # fmt: skip
+
+    def rc_clock() -> Any:
+        return next(c["clock"] for c in api.get("/api/v1/controllers").json() if c["controller_id"] == RC)
+
+    assert abs(rc_clock()["skew_s"]) < 5, "a synchronised peer"
+    assert rc.stop() == 0
+    key, _ = load_or_create_private_key(rc.data_dir / "identity.key")
+    payload = Heartbeat(controller_id=RC, role=ControllerRole.REGIONAL, region="zone-a", status="online",
+                        uptime_s=1.0, nib_backend="sqlite", version="test")  # fmt: skip
+    ahead = seal(MessageType.HEARTBEAT, payload, sender_id=RC, recipient_id="*", now=utcnow() + timedelta(minutes=10),
+                 key=SigningKey.from_ed25519(identity_key_id(RC), RC, key))  # fmt: skip
+    account = running.broker.account(RC)
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(running.broker.port), "--cafile", str(running.ca),
+                    "-u", account.username, "-P", account.password, "-V", "mqttv5", "-t", topics.status(RC),
+                    "-s"], input=ahead.to_bytes(), check=True, timeout=10)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while abs(rc_clock()["skew_s"]) < 590 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert rc_clock()["skew_s"] == pytest.approx(600, abs=10)
+    health = api.get("/api/v1/health").json()
+    assert health["peer_clocks"][RC]["skew_s"] == pytest.approx(600, abs=10)
+    assert health["clock_skew_limit_s"] == 300
+    refusal = [e for e in nib(gc)[1] if e.event_type == "MESSAGE_REJECTED" and e.subject == RC][-1]
+    assert refusal.payload["reason"] == ReasonCode.FUTURE_TIMESTAMP.value
+    assert refusal.payload["clock_skew_s"] == pytest.approx(600, abs=10)
+    api.close()
+    rc.start()
+    running.wait_healthy(rc)
 
 
 def test_processes_exit_cleanly(running: Deployment) -> None:

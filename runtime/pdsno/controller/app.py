@@ -1,5 +1,8 @@
 """The controller's REST face: East/West endpoints for peers, ``/healthz``, ``/info``, and on the GC
 the northbound API. Every error is JSON ``{"code", "message"}`` with a stable reason code.
+
+East/West and admission take only peers that showed a certificate from the deployment CA in the TLS
+handshake (mutual TLS); the northbound API on the same port authenticates operators by bearer token.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pdsno.nbi.changes import router as changes_router
 from pdsno.nbi.policy import router as policy_router
 from pdsno.nbi.routes import router as nbi_router
 from pdsno.nib.models import ControllerRole
+from pdsno.transport.rest_tls import client_certificate
 from pdsno.ui.routes import router as ui_router
 
 if TYPE_CHECKING:
@@ -109,7 +113,9 @@ def _client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def build_app(node: Node) -> FastAPI:
+def build_app(node: Node, *, require_client_certificate: bool = False) -> FastAPI:
+    """``require_client_certificate``: refuse East/West and admission requests that came without a
+    verified TLS client certificate (the listener's handshake checked it against the deployment CA)."""
     app = FastAPI(
         title=f"PDSNO {node.role.value} controller",
         version=__version__,
@@ -161,17 +167,29 @@ def build_app(node: Node) -> FastAPI:
             "admits": node.validator.admits.value if node.validator else None,
         }
 
+    async def peer_authenticated(request: Request) -> None:
+        if require_client_certificate and client_certificate(request.scope) is None:
+            code = ReasonCode.CLIENT_CERTIFICATE_REQUIRED
+            await node.verifier.record(code, None, transport="rest", source=_client(request),
+                                       details={"path": request.url.path})  # fmt: skip
+            raise MessageRejected(
+                f"{request.url.path} takes only controllers with a TLS client certificate from the "
+                "deployment CA",
+                code=code,
+            )
+
     @app.post(MESSAGES_PATH, tags=["east-west"])
     async def receive(request: Request) -> Response:
         """A signed envelope from a peer; the reply, if any, is a signed envelope too."""
+        await peer_authenticated(request)
         raw = await read_body(request, node.verifier.max_bytes + 1)
         envelope = await node.verifier.verify(raw, transport="rest", source=_client(request))
         handler = node.handlers.get(envelope.message_type)
         if handler is None:
+            code = ReasonCode.UNSUPPORTED_MESSAGE_TYPE
+            await node.verifier.record(code, envelope, transport="rest", source=_client(request))
             return _error(
-                ReasonCode.UNSUPPORTED_MESSAGE_TYPE,
-                f"{envelope.message_type} is not handled by a {node.role.value} controller",
-                422,
+                code, f"{envelope.message_type} is not handled by a {node.role.value} controller", 422
             )
         reply = await handler(envelope)
         if reply is None:
@@ -181,6 +199,7 @@ def build_app(node: Node) -> FastAPI:
     @app.post(ADMISSION_REQUEST_PATH, tags=["admission"])
     async def admission_request(request: Request) -> dict[str, Any]:
         """Steps 1-3: an unsigned VALIDATION_REQUEST (the newcomer has no key yet) → a CHALLENGE."""
+        await peer_authenticated(request)
         validator = _validator(node)
         raw = await read_body(request, node.verifier.max_bytes + 1)
         if len(raw) > node.verifier.max_bytes:
@@ -194,6 +213,7 @@ def build_app(node: Node) -> FastAPI:
     @app.post(ADMISSION_RESPONSE_PATH, tags=["admission"])
     async def admission_response(request: Request) -> dict[str, Any]:
         """Steps 4-6: the signed nonce → a VALIDATION_RESULT with identity, certificate and keys."""
+        await peer_authenticated(request)
         validator = _validator(node)
         raw = await read_body(request, node.verifier.max_bytes + 1)
         try:

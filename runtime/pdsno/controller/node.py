@@ -15,7 +15,8 @@ import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,7 @@ from pdsno.transport import topics
 from pdsno.transport.mqtt import MqttLink
 from pdsno.transport.outbox import OUTBOX_FILE_NAME
 from pdsno.transport.rest_client import PeerClient, PeerError
+from pdsno.transport.rest_tls import MIN_TLS_VERSION, PeerCertificateProtocol
 from pdsno.transport.upward import UPWARD_FILE_NAME, UpwardStore
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,15 @@ def audit_publish_refusals(store: NIBStore, controller_id: str) -> Callable[[str
         )
 
     return record
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    """A peer's clock against ours, from its last heartbeat whose signature verified (the transit time,
+    normally milliseconds, counts as skew)."""
+
+    skew_s: float  # the peer's clock minus ours: positive when the peer is ahead
+    measured_at: datetime
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -104,6 +115,7 @@ class ControllerNode:
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
         self.handlers: dict[MessageType, Handler] = {MessageType.HEARTBEAT: self._on_heartbeat_message}
+        self.peer_clocks: dict[str, ClockReading] = {}
 
     # --- what the REST app reads ------------------------------------------------------------
 
@@ -196,7 +208,7 @@ class ControllerNode:
             max_bytes=config.security.max_message_bytes,
         )
         self._validator = self._make_validator()
-        self._peers = PeerClient(ca_file=None if config.rest.tls.insecure else config.rest.tls.ca)
+        self._peers = self._peer_client()
         await self._serve_rest()
         await self._connect_mqtt()
         log.info("controller started", extra={"controller_id": self.controller_id, "role": self.role.value})
@@ -282,7 +294,7 @@ class ControllerNode:
                 "(the file 'pdsno token issue' wrote on the parent)"
             )
         ticket = read_bootstrap_file(config.admission.bootstrap_file)
-        client = PeerClient(ca_file=None if config.rest.tls.insecure else config.rest.tls.ca)
+        client = self._peer_client()
         requested = None if config.controller.is_temporary else config.controller.id
         own_url = f"{config.rest.scheme}://{config.rest.host}:{config.rest.port}"
         try:
@@ -342,6 +354,14 @@ class ControllerNode:
 
     # --- REST -------------------------------------------------------------------------------
 
+    def _peer_client(self) -> PeerClient:
+        """Calls to the parent and the children: the REST certificate (serverAuth and clientAuth) is this
+        controller's client certificate too, so no deployment has a second one to hand out."""
+        tls = self.config.rest.tls
+        if tls.insecure or tls.cert is None or tls.key is None:
+            return PeerClient(ca_file=None)
+        return PeerClient(ca_file=tls.ca, client_cert=(tls.cert, tls.key))
+
     async def _serve_rest(self) -> None:
         rest = self.config.rest
         tls: dict[str, Any] = {}
@@ -350,14 +370,18 @@ class ControllerNode:
             if rest.tls.ca is not None:
                 tls.update(ssl_ca_certs=str(rest.tls.ca), ssl_cert_reqs=ssl.CERT_OPTIONAL)
         server_config = uvicorn.Config(
-            build_app(self),
+            build_app(self, require_client_certificate=not rest.tls.insecure),
             host=rest.host,
             port=rest.port,
+            http=PeerCertificateProtocol,
             log_config=None,
             access_log=False,
             lifespan="off",
             **tls,
         )
+        server_config.load()
+        if server_config.ssl is not None:
+            server_config.ssl.minimum_version = MIN_TLS_VERSION
         self._server = _EmbeddedServer(server_config)
         self._tasks.append(asyncio.create_task(self._server.serve(), name="rest"))
         deadline = time.monotonic() + 15
@@ -466,19 +490,27 @@ class ControllerNode:
         # A broadcast channel: heartbeats of controllers we hold no key for are not for us to judge.
         if payload == b"offline" or peer == self.controller_id or not self.verifier.keyring.keys_of(peer):
             return
+        received = utcnow()
         try:
-            envelope = await self.verifier.verify(payload, transport="mqtt", source=topic)
-        except MessageRejected:
-            return  # already audited; peers we share no key with are none of our business
-        await self._seen(envelope)
+            envelope = await self.verifier.verify(payload, transport="mqtt", source=topic, now=received)
+        except MessageRejected as exc:
+            # Already audited. Refused for its timestamp with a valid signature, it still tells how far
+            # off the peer's clock is, which is why the peer seems silent: the operator sees it.
+            skew_s = exc.details.get("clock_skew_s")
+            if isinstance(skew_s, float):
+                self.peer_clocks[peer] = ClockReading(skew_s, received)
+            return
+        await self._seen(envelope, received)
 
     async def _on_heartbeat_message(self, envelope: Envelope) -> Envelope | None:
-        await self._seen(envelope)
+        await self._seen(envelope, utcnow())
         return None
 
-    async def _seen(self, envelope: Envelope) -> None:
-        """Record that a peer we know is alive (its heartbeat verified)."""
+    async def _seen(self, envelope: Envelope, received: datetime) -> None:
+        """Record that a peer we know is alive (its heartbeat verified), and its clock."""
         sender = envelope.sender_id
+        skew = (envelope.timestamp - received).total_seconds()
+        self.peer_clocks[sender] = ClockReading(round(skew, 3), received)
 
         async def touch() -> NIBResult[Controller]:
             known = await self.store.get_controller(sender)

@@ -72,6 +72,7 @@ _HTTP_STATUS: Final[dict[ReasonCode, int]] = {
     ReasonCode.FUTURE_TIMESTAMP: 400,
     ReasonCode.REPLAYED_MESSAGE: 409,
     ReasonCode.MISADDRESSED_MESSAGE: 421,
+    ReasonCode.CLIENT_CERTIFICATE_REQUIRED: 401,
 }
 
 

@@ -50,14 +50,31 @@ async def health(request: Request, _: Viewer) -> dict[str, Any]:
         "nib": {"backend": node.store.backend, "schema_version": await node.store.schema_version()},
         "audit_head": {"seq": head.seq, "hash": head.hash},
         "mqtt_connected": node.mqtt_connected,
+        "clock_skew_limit_s": node.verifier.clock_skew_s,
+        "peer_clocks": {peer: _clock(reading) for peer, reading in sorted(node.peer_clocks.items())},
     }
+
+
+def _clock(reading: Any) -> dict[str, Any]:
+    """A peer's clock minus ours, from its last signed heartbeat; past the limit its messages are refused."""
+    return {"skew_s": reading.skew_s, "measured_at": reading.measured_at}
 
 
 @router.get("/controllers")
 async def controllers(
     request: Request, _: Viewer, role: ControllerRole | None = None, region: str | None = None
-) -> list[Controller]:
-    return list(await request.app.state.node.store.list_controllers(role=role, region=region))
+) -> list[dict[str, Any]]:
+    """The controllers this one knows; ``clock`` is null until a signed heartbeat of theirs arrived."""
+    node = request.app.state.node
+    found: list[Controller] = await node.store.list_controllers(role=role, region=region)
+    clocks = node.peer_clocks
+    return [
+        {
+            **jsonable_encoder(c),
+            "clock": _clock(clocks[c.controller_id]) if c.controller_id in clocks else None,
+        }
+        for c in found
+    ]
 
 
 @router.get("/devices")

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.transport.rest_tls import MIN_TLS_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,16 @@ class PeerError(PdsnoError):
         self.status = status
 
 
-def tls_context(ca_file: Path | None) -> ssl.SSLContext | bool:
-    """Verify peers against the deployment CA; without one, plain HTTP is all that is allowed."""
+def tls_context(ca_file: Path | None, client_cert: tuple[Path, Path] | None = None) -> ssl.SSLContext | bool:
+    """Verify peers against the deployment CA and show them ``client_cert`` (certificate, key): East/West
+    and admission take no peer without one. Without a CA, plain HTTP is all that is allowed."""
     if ca_file is None:
         return True
-    return ssl.create_default_context(cafile=str(ca_file))
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.minimum_version = MIN_TLS_VERSION
+    if client_cert is not None:
+        context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+    return context
 
 
 class PeerClient:
@@ -44,10 +50,11 @@ class PeerClient:
         self,
         *,
         ca_file: Path | None,
+        client_cert: tuple[Path, Path] | None = None,
         timeout_s: float = 30.0,
         backoff_s: Sequence[float] = BACKOFF_S,
     ) -> None:
-        self._client = httpx.AsyncClient(verify=tls_context(ca_file), timeout=timeout_s)
+        self._client = httpx.AsyncClient(verify=tls_context(ca_file, client_cert), timeout=timeout_s)
         self._backoff = tuple(backoff_s)
 
     async def aclose(self) -> None:
