@@ -34,19 +34,22 @@ class Session:
     created: float = field(default_factory=time.monotonic)
     seen: float = field(default_factory=time.monotonic)
 
-    def expired(self, now: float) -> bool:
-        return now - self.seen > IDLE_S or now - self.created > LIFETIME_S
-
 
 class Sessions:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, idle_s: float = IDLE_S, lifetime_s: float = LIFETIME_S, most: int = MAX_SESSIONS
+    ) -> None:
+        self._idle_s, self._lifetime_s, self._most = idle_s, lifetime_s, most
         self._by_id: dict[str, Session] = {}
+
+    def _expired(self, session: Session, now: float) -> bool:
+        return now - session.seen > self._idle_s or now - session.created > self._lifetime_s
 
     def open(self, token_hash: str) -> tuple[str, Session]:
         now = time.monotonic()
-        self._by_id = {k: s for k, s in self._by_id.items() if not s.expired(now)}
+        self._by_id = {k: s for k, s in self._by_id.items() if not self._expired(s, now)}
         # Bounded: logins cannot grow the GC's memory without end; the oldest session goes first.
-        while len(self._by_id) >= MAX_SESSIONS:
+        while len(self._by_id) >= self._most:
             del self._by_id[min(self._by_id, key=lambda k: self._by_id[k].created)]
         session_id = secrets.token_urlsafe(32)
         self._by_id[session_id] = Session(token_hash)
@@ -55,7 +58,7 @@ class Sessions:
     def get(self, session_id: str | None) -> Session | None:
         session = self._by_id.get(session_id or "")
         now = time.monotonic()
-        if session is None or session.expired(now):
+        if session is None or self._expired(session, now):
             self._by_id.pop(session_id or "", None)
             return None
         session.seen = now
