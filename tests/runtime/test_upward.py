@@ -255,9 +255,11 @@ async def test_reports_survive_a_broker_sigkill_mid_stream(
     print(f"\nSIGKILL mid-stream: {n} sent, {at_kill} stored before the kill, {n} after; {elapsed:.2f}s")
 
 
-async def _puback_only(broker: MosquittoBroker, links: Links, n: int) -> tuple[int, float]:
-    """The other option of item 3, measured: the sender forgets on PUBACK. The RC's session queues N
-    reports while it is away; the broker is SIGKILLed; how many reach the RC after the restart?"""
+async def _puback_only(broker: MosquittoBroker, links: Links, n: int) -> tuple[int, int, float]:
+    """The other option of item 3, measured: the sender forgets on PUBACK. The RC's session queues the
+    reports while it is away; the broker is SIGKILLed once a quarter is acknowledged, then started again
+    (the LC resends what was not acknowledged). Acknowledged before the kill, arrived at the RC, and the
+    acknowledged rate before the kill (messages/s)."""
     rc = links.make(RC_A, client_id=f"{RC_A}-measure")
     rc.subscribe(topics.discovery_filter(REGION), Received())
     await rc.start()
@@ -268,10 +270,12 @@ async def _puback_only(broker: MosquittoBroker, links: Links, n: int) -> tuple[i
     started = time.perf_counter()
     for i in range(n):
         await lc.publish(topics.discovery(REGION, LC_A1), f"report-{i}".encode())
-    assert await lc.wait_until_flushed(WAIT), "every report acknowledged by the broker"
-    publish_s = time.perf_counter() - started
+    await until(lambda: lc.pending() <= n * 3 // 4, what="a quarter acknowledged")
     broker.kill()
+    acked = n - lc.pending()
+    rate = acked / (time.perf_counter() - started)
     broker.start()
+    assert await lc.wait_until_flushed(WAIT), "the rest acknowledged after the restart"
     received = Received()
     back = links.make(RC_A, client_id=f"{RC_A}-measure")
     back.subscribe(topics.discovery_filter(REGION), received)
@@ -279,7 +283,7 @@ async def _puback_only(broker: MosquittoBroker, links: Links, n: int) -> tuple[i
     assert await back.wait_connected(WAIT)
     with contextlib.suppress(TimeoutError):
         await received.wait_count(n, timeout=2)
-    return len(set(received.payloads)), publish_s
+    return acked, len(set(received.payloads)), rate
 
 
 @pytest.mark.parametrize("autosave", ["interval-60", "on-every-change"])
@@ -289,9 +293,10 @@ async def test_measure_puback_only_delivery_across_a_broker_sigkill(
     autosave: str,
     record_property: Callable[[str, object], None],
 ) -> None:
-    """Without the application-level ack: autosave every 60 s loses every acknowledged report the broker
-    held; saving on every change keeps them, at the price of a full database rewrite per message."""
-    n = 40
+    """Without the application-level ack: with autosave every 60 s the broker had saved nothing, not even
+    the RC's session, so nothing arrives; saving on every change (a rewrite of the whole database per
+    message, after the PUBACK has gone) is measured here, not relied upon."""
+    n = 400
     broker = mosquitto_factory(autosave_interval_s=60 if autosave == "interval-60" else 1)
     if autosave == "on-every-change":
         with broker.files.config.open("a") as conf:
@@ -299,16 +304,18 @@ async def test_measure_puback_only_delivery_across_a_broker_sigkill(
         broker.restart()
     links = Links(broker, tmp_path)
     try:
-        arrived, publish_s = await _puback_only(broker, links, n)
+        acked, arrived, rate = await _puback_only(broker, links, n)
     finally:
         await links.close()
-    record_property(f"puback_only_{autosave}_arrived", arrived)
-    record_property(f"puback_only_{autosave}_publish_s", round(publish_s, 3))
-    print(f"\nPUBACK only, autosave {autosave}: {n} sent, {arrived} arrived; publish {publish_s:.3f}s")
+    record_property(
+        f"puback_only_{autosave}", {"acked_before_kill": acked, "arrived": arrived, "rate": int(rate)}
+    )
+    print(f"\nPUBACK only, autosave {autosave}: {n} sent, {acked} acked before the kill, {arrived} arrived; "
+          f"{rate:.0f} acked/s")  # fmt: skip
     if autosave == "interval-60":
         assert arrived == 0, "the broker had saved nothing: the gap of issue 12 item 3"
     else:
-        assert arrived == n
+        assert arrived >= acked, "what the broker acknowledged was on disk"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ class LocalDiscovery:
         report = DiscoveryReport.model_validate_json(message.payload)
         await self._store.append_events(
             [EventDraft(event_type="DISCOVERY_REPORT_SENT", actor=self._me, subject=report.report_id,
-                        decision=Decision.FLAGGED if ack.status == "REJECTED" else None,
+                        decision=Decision.FLAGGED if ack.status == "REJECTED" else Decision.NOT_APPLICABLE,
                         payload={"via": via, "status": ack.status, "attempts": message.attempts,
                                  "chunk": report.chunk_index, "new": len(report.new_devices),
                                  "updated": len(report.updated_devices), "inactive": len(report.inactive_devices)})]
