@@ -4,7 +4,10 @@ A sender (:class:`Upward`) keeps every upward message in its :class:`~pdsno.tran
 from the moment it is made, sends it over MQTT when the link is up and the message has a topic, over
 signed REST otherwise, and forgets it only on the receiver's signed ``DISCOVERY_REPORT_ACK``: in the
 REST answer, or on MQTT on the sender's own ack topic. Without one it tries again with bounded backoff,
-sealing a fresh envelope each time (an old one would be refused as stale or replayed).
+sealing a fresh envelope each time (an old one would be refused as stale or replayed): over REST while
+the MQTT connection that took the first copy lasts (the broker keeps that copy for a receiver that is
+away; more would pile up beside it), over MQTT again once the link has reconnected (the broker may have
+lost it).
 
 A receiver (:class:`Receipts`) stores a message, remembers its key, then answers; a copy that arrives
 again (the ack was lost, the broker redelivered) is answered without being stored twice. A receiver that
@@ -48,9 +51,10 @@ def ack_key(message_id: str, chunk_index: int = 0) -> str:
 class Upward:
     """The durable sender of one controller's messages to its parent (see the module documentation).
 
-    ``mqtt``/``mqtt_topic``: the MQTT route, used while the link is connected (reports, C4); without
-    them every attempt is REST. ``retry_s``: the wait before the first retry, doubled after each
-    attempt up to ``max_retry_s``; over MQTT it is also how long an ack may take.
+    ``mqtt``/``mqtt_topic``: the MQTT route (reports, C4): a message's first copy goes out on it while
+    the link is connected, another only on a later connection; every other attempt is REST.
+    ``retry_s``: the wait before the first retry, doubled after each attempt up to ``max_retry_s``;
+    over MQTT it is also how long an ack may take.
     """
 
     def __init__(
@@ -74,7 +78,7 @@ class Upward:
         self._retry_s = retry_s
         self._max_retry_s = max_retry_s
         self._wake = asyncio.Event()
-        self._via: dict[str, Via] = {}
+        self._published: dict[str, int] = {}  # key -> the MQTT connection its last copy went out on
 
     def pending(self) -> int:
         return len(self._store)
@@ -115,12 +119,16 @@ class Upward:
             self._store.done(message.key)
             log.error("upward message dropped: unreadable", extra={**context, "error": str(exc)})
             return
+        mqtt = self._mqtt
         try:
-            if self._mqtt is not None and self._topic is not None and self._mqtt.connected:
-                self._via[message.key] = "mqtt"
-                await self._mqtt.publish(self._topic, await self._uplink.seal(message_type, payload), qos=1)
+            # While the connection that took a copy lasts, the broker holds it for the receiver (away,
+            # perhaps): another copy would only queue up beside it, so retries go over REST, which
+            # answers at once. A new connection may mean a broker that lost its state: publish again.
+            if mqtt is not None and mqtt.connected and self._published.get(message.key) != mqtt.connection:
+                assert self._topic is not None
+                await mqtt.publish(self._topic, await self._uplink.seal(message_type, payload), qos=1)
+                self._published[message.key] = mqtt.connection
                 return
-            self._via[message.key] = "rest"
             answer = await self._uplink.request(message_type, payload)
         except PdsnoError as exc:
             log.warning(
@@ -145,16 +153,16 @@ class Upward:
         message = self._store.done(key)
         if message is None:
             return  # an ack repeated for a copy sent again
-        sent_via = self._via.pop(key, via)
+        self._published.pop(key, None)
         log_at = log.info if ack.status == "ACCEPTED" else log.warning
         log_at(
             "upward message acknowledged",
-            extra={"key": key, "status": ack.status, "reason": ack.reason, "via": sent_via,
+            extra={"key": key, "status": ack.status, "reason": ack.reason, "via": via,
                    "attempts": message.attempts, "age_s": round(time.time() - message.created_at, 3)},
         )  # fmt: skip
         if self._on_delivered is not None:
             try:
-                await self._on_delivered(message, ack, sent_via)
+                await self._on_delivered(message, ack, via)
             except Exception:
                 # The parent has it; only the sender's own record of that failed.
                 log.exception("recording a delivered upward message failed", extra={"key": key})
@@ -166,6 +174,8 @@ class Receipts:
     def __init__(self, store: UpwardStore, peers: Peers) -> None:
         self._store = store
         self._peers = peers
+        # One message of a sender at a time: a copy over REST must not merge beside one over MQTT.
+        self._senders: dict[str, asyncio.Lock] = {}
 
     async def take(
         self,
@@ -180,11 +190,12 @@ class Receipts:
         """
         key = ack_key(message_id, chunk_index)
         sender = envelope.sender_id
-        accepted = self._store.was_received(sender, key)
-        if not accepted:
-            accepted = await keep()
-            if accepted:
-                self._store.mark_received(sender, key)
+        async with self._senders.setdefault(sender, asyncio.Lock()):
+            accepted = self._store.was_received(sender, key)
+            if not accepted:
+                accepted = await keep()
+                if accepted:
+                    self._store.mark_received(sender, key)
         ack = DiscoveryReportAck(
             report_id=message_id,
             chunk_index=chunk_index,

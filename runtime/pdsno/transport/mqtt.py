@@ -330,6 +330,12 @@ class MqttLink:
         return self._connected
 
     @property
+    def connection(self) -> int:
+        """How many times the broker accepted this link: a new number is a new connection, after which the
+        broker may have lost what it held (a restart without saving)."""
+        return self._generation
+
+    @property
     def last_refusal(self) -> str | None:
         """Reason of the last refused CONNECT (e.g. ``"Not authorized"``), None once connected."""
         return self._last_refusal
