@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
@@ -734,6 +735,38 @@ async def test_acl_refuses_another_controllers_topic(links: Links) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # status: heartbeats, goodbye, last will, read with the real mosquitto_sub
+
+
+def test_mosquitto_grants_a_subscription_the_acl_does_not_let_it_read(
+    mosquitto_broker: MosquittoBroker,
+) -> None:
+    """What Mosquitto 2.0.11 really answers (broker.py's ACL header says so): SUBACK "Granted QoS 1", no
+    0x87, also for a filter the user may not read; the ACL acts on delivery, which the tests above check."""
+    account = mosquitto_broker.account(LC_A1)
+    granted: dict[str, list[int]] = {}
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="suback-probe", protocol=paho.MQTTv5)
+    client.username_pw_set(account.username, account.password)
+    client.tls_set(ca_certs=str(mosquitto_broker.ca))
+    filters = [topics.policy("zone-a"), topics.policy("zone-b"), "pdsno/#"]  # readable, not, both
+    mids: dict[int, str] = {}
+
+    def on_connect(*_: Any) -> None:
+        mids.update({client.subscribe(f, qos=1)[1]: f for f in filters})
+
+    def on_subscribe(_client: Any, _userdata: Any, mid: int, reasons: list[Any], _props: Any) -> None:
+        granted[mids[mid]] = [reason.value for reason in reasons]
+
+    client.on_connect, client.on_subscribe = on_connect, on_subscribe
+    client.connect(mosquitto_broker.host, mosquitto_broker.port)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while len(granted) < len(filters) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert granted == {f: [1] for f in filters}
 
 
 async def test_mosquitto_sub_reads_retained_status(links: Links, mosquitto_broker: MosquittoBroker) -> None:

@@ -284,7 +284,9 @@ _ACL_HEADER: Final = """\
 #   monitor                read  pdsno/status/+, pdsno/events/#
 #
 # A refused QoS 1 publish gets PUBACK reason 0x87 (Not authorized) under MQTT v5; the publisher logs and
-# audits it (MQTT_PUBLISH_REFUSED) and drops the message. A refused subscription gets SUBACK 0x87.
+# audits it (MQTT_PUBLISH_REFUSED) and drops the message. A subscription is never refused: Mosquitto 2.0
+# answers SUBACK "Granted QoS" (0x00/0x01, not 0x87) also for a filter the user may not read, and then
+# delivers only the messages this ACL lets the user read.
 # Reload after a change: kill -HUP <broker pid>.
 """
 
