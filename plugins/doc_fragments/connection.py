@@ -9,7 +9,7 @@ options:
   url:
     description:
       - Base URL of the Global controller's REST API, for example C(https://gc.example.net:8443).
-      - The API lives under C(/api/v1) below it.
+      - The API lives under C(/api/v1) below it; a URL that already ends in C(/api/v1) is accepted.
       - If not set, the environment variable E(PDSNO_URL) is used.
     type: str
     required: true
@@ -23,7 +23,8 @@ options:
   ca_path:
     description:
       - PEM file of the CA that signed the GC's certificate (the deployment CA).
-      - If not set, the environment variable E(PDSNO_CA_PATH) is used, then the system trust store.
+      - If not set, the environment variable E(PDSNO_CA_PATH) is used (the one the C(pdsno) CLI reads
+        too), then the system trust store.
     type: path
   validate_certs:
     description:
@@ -39,7 +40,8 @@ notes:
   - The modules talk to the GC over HTTPS only; they need nothing of the C(pdsno) runtime on the
     host they run on (usually C(localhost)).
   - Errors from the GC fail the task with the GC's message, its reason code in C(code) and the HTTP
-    status in C(http_status).
+    status in C(http_status). A GC that cannot be reached gives C(code=UNREACHABLE); one whose
+    certificate is not trusted (wrong or missing O(ca_path)) gives C(code=TLS_ERROR).
 """
 
     # The same options for the inventory plugin, where they also come from the environment.
@@ -48,6 +50,7 @@ options:
   url:
     description:
       - Base URL of the Global controller's REST API, for example C(https://gc.example.net:8443).
+      - A URL that already ends in C(/api/v1) is accepted.
     type: str
     required: true
     env:

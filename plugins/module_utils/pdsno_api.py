@@ -8,6 +8,7 @@ the Ansible side, so the collection works on any host that can reach the GC over
 """
 
 import json
+import ssl
 import time
 
 from ansible.module_utils.basic import env_fallback
@@ -17,11 +18,15 @@ from ansible.module_utils.six.moves.urllib.parse import quote, urlencode
 from ansible.module_utils.urls import open_url
 
 API_PREFIX = "/api/v1"
+CA_PATH_ENV = "PDSNO_CA_PATH"
 MAX_PAGE = 1000
 USER_AGENT = "pdsno.net-ansible"
 
 # Codes the client itself reports when the GC gave no JSON error body of its own.
 TRANSPORT_ERROR = "UNREACHABLE"
+# The same code as the pdsno CLI's: the GC was reached, but its certificate was not accepted.
+TLS_ERROR = "TLS_ERROR"
+NOT_THE_API = "no PDSNO reason code: is url the GC's address, e.g. https://gc.example.net:8443?"
 BAD_RESPONSE = "BAD_RESPONSE"
 TIMED_OUT = "TIMED_OUT"
 
@@ -54,7 +59,7 @@ def connection_argument_spec():
             "no_log": True,
             "fallback": (env_fallback, ["PDSNO_TOKEN"]),
         },
-        "ca_path": {"type": "path", "fallback": (env_fallback, ["PDSNO_CA_PATH"])},
+        "ca_path": {"type": "path", "fallback": (env_fallback, [CA_PATH_ENV])},
         "validate_certs": {"type": "bool", "default": True},
         "timeout": {"type": "int", "default": 30},
     }
@@ -84,9 +89,15 @@ def error_from_response(status, body, method, path):
         data = json.loads(text) if text else None
     except ValueError:
         data = None
-    if isinstance(data, dict):
-        code = to_text(data.get("code") or code)
-        message = to_text(data.get("message") or data.get("detail") or message)
+    if isinstance(data, dict) and data.get("code"):
+        code = to_text(data["code"])
+        message = to_text(data.get("message") or message)
+    else:
+        if isinstance(data, dict) and data.get("detail"):
+            message = to_text(data["detail"])
+        # Only the GC's API answers with a reason code: this came from elsewhere on the server (a wrong
+        # path in url) or from something in between.
+        message = f"{message[:200]} ({NOT_THE_API})"
     return PdsnoApiError(
         f"{method} {path}: HTTP {status} {code}: {message}",
         code=code,
@@ -115,6 +126,23 @@ def build_path(path, query=None):
     return full + ("?" + urlencode(pairs) if pairs else "")
 
 
+def base_url(url):
+    """The GC's base address; the API's own prefix is accepted too (it is the URL the docs show)."""
+    url = url.rstrip("/")
+    if url.endswith(API_PREFIX):
+        url = url[: -len(API_PREFIX)].rstrip("/")
+    return url
+
+
+def tls_failure(exc):
+    """The ``ssl.SSLError`` behind a failed request (urllib wraps it in a URLError), or None."""
+    reason = getattr(exc, "reason", None)
+    for candidate in (exc, reason, getattr(exc, "__cause__", None)):
+        if isinstance(candidate, ssl.SSLError):
+            return candidate
+    return None
+
+
 def quote_id(identifier):
     """An identifier as one path segment (ids are uuids or slugs, but never trust that)."""
     return quote(to_text(identifier), safe="")
@@ -128,7 +156,7 @@ class PdsnoClient:
             raise PdsnoApiError("url is empty: set it or PDSNO_URL", code="INVALID_REQUEST")
         if not token:
             raise PdsnoApiError("token is empty: set it or PDSNO_TOKEN", code="UNAUTHENTICATED")
-        self.base_url = url.rstrip("/")
+        self.base_url = base_url(url)
         self._token = token
         self.ca_path = ca_path
         self.validate_certs = validate_certs
@@ -160,6 +188,15 @@ class PdsnoClient:
             body_bytes = exc.read() if exc.fp is not None else b""
             raise error_from_response(exc.code, body_bytes, method, target) from None
         except (URLError, OSError, ValueError) as exc:
+            tls = tls_failure(exc)
+            if tls is not None:
+                raise PdsnoApiError(
+                    f"{method} {target}: TLS with the GC at {self.base_url} failed ({to_native(tls)}): "
+                    f"is ca_path ({CA_PATH_ENV}) the deployment CA that signed its certificate?",
+                    code=TLS_ERROR,
+                    method=method,
+                    path=target,
+                ) from exc
             raise PdsnoApiError(
                 f"{method} {target}: cannot reach the GC at {self.base_url}: {to_native(exc)}",
                 code=TRANSPORT_ERROR,
@@ -184,8 +221,8 @@ class PdsnoClient:
     def post(self, path, body=None, query=None):
         return self.request("POST", path, query=query, body=body if body is not None else {})
 
-    def put(self, path, body):
-        return self.request("PUT", path, body=body)
+    def put(self, path, body, query=None):
+        return self.request("PUT", path, query=query, body=body)
 
     def get_all(self, path, query=None, limit=MAX_PAGE, max_items=None):
         """Every item of an offset-paged collection (``{items, next_offset}``), at most ``max_items``."""

@@ -11,7 +11,10 @@ description:
   - Reads the policy the Global controller distributes, compares it with the desired values and writes
     a new policy version only when they differ. The GC then distributes it to every controller.
   - Needs an operator token of role C(admin) to change the policy (C(viewer) is enough when nothing
-    differs or in check mode).
+    differs).
+  - In check mode, when something differs, the GC is asked to check the write (C(PUT /api/v1/policy?check=true)):
+    it authorises and validates it like the real one and writes nothing. So check mode fails, saying the real
+    run would be refused, when the token is not C(admin), a key is unknown or O(expected_version) is not current.
 author:
   - PDSNO maintainers (@pdsno)
 extends_documentation_fragment:
@@ -100,24 +103,24 @@ def differing_keys(before, after):
 
 def run(module, client):
     params = module.params
-    try:
-        current = client.get("/policy")
-    except PdsnoApiError as exc:
-        # A GC that has never distributed a policy has none to compare with yet.
-        if exc.status != 404:
-            raise
-        current = {}
+    current = client.get("/policy")
     before = current.get("content") or {}
     after = desired_content(before, params["content"])
     differences = differing_keys(before, after)
     result = {"changed": bool(differences), "policy": current, "differences": differences}
     if module._diff:
         result["diff"] = {"before": before, "after": after}
-    if not differences or module.check_mode:
+    if not differences:
         module.exit_json(**result)
 
     expected = params["expected_version"] or current.get("policy_version")
-    answer = client.put("/policy", {"content": after, "expected_version": expected})
+    body = {"content": after, "expected_version": expected}
+    try:
+        answer = client.put("/policy", body, query={"check": True} if module.check_mode else None)
+    except PdsnoApiError as exc:
+        if not module.check_mode:
+            raise
+        module.fail_json(**dict(exc.as_result(), msg=f"the real run would be refused: {exc.message}"))
     result.update(changed=bool(answer.get("changed")), policy=answer.get("policy"))
     module.exit_json(**result)
 

@@ -100,6 +100,9 @@ class ReasonCode(StrEnum):
     EXECUTOR_UNAVAILABLE = "EXECUTOR_UNAVAILABLE"
     EXECUTOR_TIMEOUT = "EXECUTOR_TIMEOUT"
     # northbound API
+    # the client refused the GC's TLS certificate (or the handshake failed): a trust problem, not a
+    # network one, so it is told apart from PARENT_UNREACHABLE
+    TLS_ERROR = "TLS_ERROR"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     FORBIDDEN = "FORBIDDEN"
     INVALID_REQUEST = "INVALID_REQUEST"

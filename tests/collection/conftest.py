@@ -102,15 +102,11 @@ class RunningGC:
             timeout=10,
         )
 
-    def has_route(self, method: str, path: str) -> bool:
-        """Whether the GC serves ``method path`` (its OpenAPI document is the list of routes)."""
+    def routes(self) -> dict[str, Any]:
+        """The GC's OpenAPI ``paths``: every route it serves, with its parameters."""
         with self.http() as client:
-            paths = client.get("/openapi.json").json().get("paths", {})
-        return method.lower() in paths.get(path, {})
-
-    def require(self, method: str, path: str) -> None:
-        if not self.has_route(method, path):
-            pytest.skip(f"the GC does not serve {method} {path} yet (not in its /openapi.json)")
+            paths: dict[str, Any] = client.get("/openapi.json").json()["paths"]
+        return paths
 
 
 async def _seed(
@@ -254,6 +250,7 @@ class Call:
     role: str = "viewer"
     check: bool = False
     diff: bool = False
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -267,7 +264,8 @@ class Ansible:
     def modules(self, *calls: Call) -> list[dict[str, Any]]:
         """Run the calls in order as the tasks of one play (one ``ansible-playbook`` start for all); returns
         each one's registered result, ``failed`` and ``diff`` included. A failed call does not stop the
-        ones after it. Each call's token reaches its module through the environment (PDSNO_TOKEN)."""
+        ones after it. Each call's token reaches its module through the environment (PDSNO_TOKEN), with the
+        call's own ``env`` on top."""
         out = self.workdir / f"results-{time.monotonic_ns()}"
         out.mkdir()
         tasks: list[dict[str, Any]] = []
@@ -275,7 +273,7 @@ class Ansible:
             tasks += [
                 {"name": f"{n}: pdsno.net.{call.name}", f"pdsno.net.{call.name}": call.args, "register": f"r{n}",
                  "ignore_errors": True, "check_mode": call.check, "diff": call.diff,
-                 "environment": {"PDSNO_TOKEN": self.gc.tokens[call.role]}},
+                 "environment": {"PDSNO_TOKEN": self.gc.tokens[call.role], **call.env}},
                 {"name": f"{n}: keep the result", "check_mode": False, "diff": False,
                  "ansible.builtin.copy": {"content": f"{{{{ r{n} | to_json }}}}", "dest": str(out / f"{n}.json")}},
             ]  # fmt: skip

@@ -1,7 +1,7 @@
 """``pdsno change``: propose, follow and decide configuration changes through the GC's northbound API.
 
 Where the GC is and who you are come from ``--url``/``--token``/``--ca`` or ``PDSNO_URL``,
-``PDSNO_TOKEN``, ``PDSNO_CA`` (the token is what ``pdsno operator add`` printed).
+``PDSNO_TOKEN``, ``PDSNO_CA_PATH`` (the token is what ``pdsno operator add`` printed).
 """
 
 from __future__ import annotations
@@ -12,40 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
+from pdsno.cli.api import Api, connection_options
 from pdsno.cli.output import emit_json, json_option
-from pdsno.errors import PdsnoError, ReasonCode
 
 FINISHED = {"DENIED", "EXPIRED", "EXECUTED", "FAILED", "ROLLED_BACK", "DEGRADED"}
 
 
-class Api:
-    def __init__(self, url: str, token: str, ca: Path | None, timeout: float = 30.0) -> None:
-        verify: Any = str(ca) if ca else True
-        self._client = httpx.Client(base_url=url.rstrip("/"), verify=verify, timeout=timeout,
-                                    headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._client.request(method, "/api/v1" + path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise PdsnoError(f"{self._client.base_url}: {exc}", code=ReasonCode.PARENT_UNREACHABLE) from None
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-                code, message = ReasonCode(body["code"]), body["message"]
-            except (ValueError, KeyError):
-                code, message = ReasonCode.INTERNAL_ERROR, response.text[:200]
-            raise PdsnoError(message, code=code)
-        return response.json() if response.content else None
-
-
 @click.group("change")
-@click.option("--url", envvar="PDSNO_URL", required=True, help="The GC's address, e.g. https://gc:8443.")
-@click.option("--token", envvar="PDSNO_TOKEN", required=True, help="Your bearer token.")
-@click.option("--ca", envvar="PDSNO_CA", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The deployment CA certificate.")  # fmt: skip
+@connection_options
 @click.pass_context
 def change_group(ctx: click.Context, url: str, token: str, ca: Path | None) -> None:
     """Configuration changes: propose, list, show, approve, deny, roll back."""

@@ -133,8 +133,11 @@ class GlobalPolicy:
             await self.holder.keep(policy_update("1", self.holder.content, self._me), actor=self._me)
         await self._publisher.publish()
 
-    async def put(self, content: dict[str, Any], *, actor: str, expected_version: str | None) -> bool:
-        """Make ``content`` the next version and distribute it; False if it equals the current one."""
+    async def put(
+        self, content: dict[str, Any], *, actor: str, expected_version: str | None, check: bool = False
+    ) -> bool:
+        """Make ``content`` the next version and distribute it; False if it equals the current one.
+        With ``check``, refuse it or answer whether it would change anything, and write nothing."""
         if expected_version is not None and expected_version != self.holder.version:
             raise PdsnoError(
                 f"the policy is at version {self.holder.version}, not {expected_version}",
@@ -149,6 +152,8 @@ class GlobalPolicy:
             raise PdsnoError(f"policy {where}: {first['msg']}", code=ReasonCode.INVALID_REQUEST) from None
         if wanted == self.holder.content:
             return False
+        if check:
+            return True
         version = str(_number(self.holder.version or "0") + 1)
         await self.holder.keep(policy_update(version, wanted, self._me), actor=actor)
         await self._publisher.publish()

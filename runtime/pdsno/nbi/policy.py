@@ -33,12 +33,18 @@ async def get_policy(request: Request, _: Viewer) -> dict[str, Any]:
 
 
 @router.put("/policy")
-async def put_policy(request: Request, body: PolicyChange, admin: Admin) -> dict[str, Any]:
+async def put_policy(
+    request: Request, body: PolicyChange, admin: Admin, check: bool = False
+) -> dict[str, Any]:
     """Make ``content`` the next version (keys left out keep their defaults) and distribute it down the
-    tree; the same content again changes nothing."""
+    tree; the same content again changes nothing. ``?check=true`` authorises and validates the request
+    as a real one and answers whether it would change the policy, writing nothing (``policy`` is the
+    one in force)."""
     policy = request.app.state.node.policy
-    changed = await policy.put(body.content, actor=admin.name, expected_version=body.expected_version)
-    return {"changed": changed, "policy": policy.holder.view()}
+    changed = await policy.put(
+        body.content, actor=admin.name, expected_version=body.expected_version, check=check
+    )
+    return {"changed": changed, "check": check, "policy": policy.holder.view()}
 
 
 @router.get("/audit")

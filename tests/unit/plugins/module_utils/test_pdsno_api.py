@@ -5,10 +5,12 @@ import socket
 import pytest
 
 from ansible_collections.pdsno.net.plugins.module_utils.pdsno_api import (
+    NOT_THE_API,
     TIMED_OUT,
     TRANSPORT_ERROR,
     PdsnoApiError,
     PdsnoClient,
+    base_url,
     build_path,
     error_from_response,
     quote_id,
@@ -26,6 +28,13 @@ def test_build_path_leaves_out_unset_parameters_and_repeats_lists():
 def test_build_path_writes_booleans_as_the_api_reads_them():
     assert build_path("/proposals", {"check": True}) == "/api/v1/proposals?check=true"
     assert build_path("/proposals", {"check": False}) == "/api/v1/proposals?check=false"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://gc:8443", "https://gc:8443/", "https://gc:8443/api/v1", "https://gc:8443/api/v1/"]
+)
+def test_the_url_may_name_the_api_prefix(url):
+    assert base_url(url) == "https://gc:8443"
 
 
 def test_ids_are_one_path_segment():
@@ -56,7 +65,7 @@ def test_the_gcs_reason_code_and_message_are_kept():
 def test_errors_without_a_pdsno_body_still_say_what_happened(body, code, message):
     error = error_from_response(502, body, "GET", "/api/v1/health")
     assert error.code == code
-    assert error.message.endswith(message)
+    assert error.message.endswith(f"{message} ({NOT_THE_API})")
 
 
 @pytest.mark.parametrize(
