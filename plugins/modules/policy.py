@@ -12,9 +12,10 @@ description:
     a new policy version only when they differ. The GC then distributes it to every controller.
   - Needs an operator token of role C(admin) to change the policy (C(viewer) is enough when nothing
     differs).
-  - In check mode, when something differs, the GC is asked to check the write (C(PUT /api/v1/policy?check=true)):
-    it authorises and validates it like the real one and writes nothing. So check mode fails, saying the real
-    run would be refused, when the token is not C(admin), a key is unknown or O(expected_version) is not current.
+  - In check mode, when something differs, the GC checks the write with C(PUT /api/v1/policy?check=true).
+    It authorises and validates it like the real one and writes nothing, so check mode fails, saying the
+    real run would be refused, when the token is not C(admin), a key is unknown or O(expected_version) is
+    not the current version.
 author:
   - PDSNO maintainers (@pdsno)
 extends_documentation_fragment:
