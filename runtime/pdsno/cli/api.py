@@ -104,12 +104,12 @@ def _ca_source(ctx: click.Context, param: click.Parameter, value: Path | None) -
 def connection_options(command: F) -> F:
     """``--url``, ``--token`` and ``--ca`` (with their environment variables) on a command."""
     for option in reversed([
-        click.option("--url", envvar="PDSNO_URL", required=True,
+        click.option("--url", envvar="PDSNO_URL", required=True, show_envvar=True,
                      help="The GC's address, e.g. https://gc:8443 (a trailing /api/v1 is fine)."),
-        click.option("--token", envvar="PDSNO_TOKEN", required=True, help="Your bearer token."),
+        click.option("--token", envvar="PDSNO_TOKEN", required=True, show_envvar=True, help="Your bearer token."),
         click.option("--ca", "--ca-path", "ca", envvar=[CA_ENV, DEPRECATED_CA_ENV], callback=_ca_source,
                      type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help=f"The deployment CA certificate (PEM) [env: {CA_ENV}]."),
+                     help=f"The deployment CA certificate (PEM).  [env var: {CA_ENV}]"),
     ]):  # fmt: skip
         command = option(command)
     return command
