@@ -53,8 +53,9 @@ async function refreshLiveRegions() {
 
 function refreshSoon() {
   clearTimeout(refreshTimer);
-  // Events come in bursts (a discovery writes one per device): one refresh for the burst.
-  refreshTimer = setTimeout(refreshLiveRegions, 400);
+  // Events come in bursts (a discovery writes one per device), a batch per poll of the stream: waiting
+  // longer than one poll makes one refresh of the whole burst.
+  refreshTimer = setTimeout(refreshLiveRegions, 1500);
 }
 
 function follow(feed) {
