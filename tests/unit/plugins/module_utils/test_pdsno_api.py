@@ -1,6 +1,8 @@
 """The NBI client's pure parts: paths, error mapping, option checks, waiting; and a real refused connection."""
 
 import socket
+import ssl
+from urllib.error import URLError
 
 import pytest
 
@@ -14,6 +16,7 @@ from ansible_collections.pdsno.net.plugins.module_utils.pdsno_api import (
     build_path,
     error_from_response,
     quote_id,
+    tls_failure,
     wait_for,
 )
 
@@ -35,6 +38,15 @@ def test_build_path_writes_booleans_as_the_api_reads_them():
 )
 def test_the_url_may_name_the_api_prefix(url):
     assert base_url(url) == "https://gc:8443"
+
+
+def test_a_tls_failure_is_told_from_other_connection_errors():
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    # urllib wraps the handshake's error in a URLError; open_url may also let it through as it is.
+    assert tls_failure(URLError(untrusted)) is untrusted
+    assert tls_failure(untrusted) is untrusted
+    assert tls_failure(URLError(ConnectionRefusedError(111, "Connection refused"))) is None
+    assert tls_failure(OSError("no route to host")) is None
 
 
 def test_ids_are_one_path_segment():
