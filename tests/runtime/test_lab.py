@@ -334,6 +334,10 @@ def test_ssh_through_the_proxy_command_reaches_an_lc_host(lab: Lab) -> None:
     assert lc_b1["pdsno_controller_id"] == "local_cntl_zone-b_1"
     assert "facilities" in lc_b1["pdsno_lab_snmp_communities"]
     assert [v3.split(":")[0] for v3 in lc_b1["pdsno_lab_snmp_v3"]] == ["pdsno-ro"]
+    # what approved changes write with: every writable v2c agent takes SETs from `private`; rtr-b1's
+    # v3 user only reads, so no LC is handed a v3 user to write with
+    assert lc["pdsno_lab_snmp_write_communities"] == lc_b1["pdsno_lab_snmp_write_communities"] == ["private"]
+    assert lc_b1["pdsno_lab_snmp_write_v3"] == []
     assert controllers["local"]["hosts"]["lc-a2"]["pdsno_controller_id"] == "local_cntl_zone-a_2"
     assert controllers["global"]["hosts"]["gc-1"]["pdsno_controller_id"] == "global_cntl_1"
     assert controllers["regional"]["hosts"]["rc-zone-b"]["pdsno_controller_id"] == "regional_cntl_zone-b_1"

@@ -943,17 +943,28 @@ class Lab:
         write_file_atomically(self.inventory_path, text.encode(), mode=0o644, dir_mode=0o700)
 
     def _snmp_credentials(self, lc: str) -> dict[str, list[str]]:
-        """The v2c communities and v3 users (``USER:AUTH:PRIV``) the devices an LC serves answer to."""
+        """The v2c communities and v3 users (``USER:AUTH:PRIV``) the devices an LC serves answer to: to
+        read (discovery) and, where a device takes SETs, to write (changes)."""
         devices = [d.device for d in self._state.devices.values() if d.device.lc == lc]
-        communities = sorted({d.community for d in devices if d.community is not None})
-        v3 = sorted(
-            {
-                f"{d.snmpv3.user}:{d.snmpv3.auth_password}:{d.snmpv3.priv_password}"
-                for d in devices
-                if d.snmpv3
-            }
-        )
-        return {"pdsno_lab_snmp_communities": communities, "pdsno_lab_snmp_v3": v3}
+        writable = [d for d in devices if d.writable]
+
+        def v3(of: list[LabDevice], *, write: bool = False) -> list[str]:
+            return sorted(
+                {
+                    f"{d.snmpv3.user}:{d.snmpv3.auth_password}:{d.snmpv3.priv_password}"
+                    for d in of
+                    if d.snmpv3 and (d.snmpv3.write or not write)
+                }
+            )
+
+        return {
+            "pdsno_lab_snmp_communities": sorted({d.community for d in devices if d.community is not None}),
+            "pdsno_lab_snmp_v3": v3(devices),
+            "pdsno_lab_snmp_write_communities": sorted(
+                {d.write_community for d in writable if d.write_community is not None}
+            ),
+            "pdsno_lab_snmp_write_v3": v3(writable, write=True),
+        }
 
 
 # --------------------------------------------------------------------------------------------------
