@@ -3,7 +3,10 @@
 # controller hosts that run sshd), deploy the whole PDSNO hierarchy into it with Ansible over SSH
 # (playbooks/deploy.yml: broker, global, regional and local controllers, TLS everywhere), discover
 # through the Global controller's API (playbooks/discover.yml, module pdsno.net.discover), list the
-# devices per region beside the lab's ground truth, and show that a second deploy changes nothing.
+# devices per region beside the lab's ground truth, show that a second deploy changes nothing, and make
+# a configuration change (playbooks/lab_changes.yml: sysLocation of one device through
+# playbooks/change.yml, executed, read back with snmpget from its Local controller's namespace, rolled
+# back, read back again).
 # The lab stays up at the end so you can explore it; the last lines say how. Needs root (namespaces).
 #
 #   ./scripts/demo.sh                     # DEMO_SECOND_DEPLOY=0 skips the second deploy
@@ -77,6 +80,11 @@ if [[ "${DEMO_SECOND_DEPLOY:-1}" != 0 ]]; then
     fi
     echo "second deploy: changed=0 on every host"
 fi
+
+# The change's own lines (proposal, status, the values snmpget read) come last; the whole run is in
+# changes.log.
+step timed ansible-playbook "${INVENTORY[@]}" playbooks/lab_changes.yml | tee "$DEMO/changes.log" |
+    sed -n -e '/Show the change and its rollback/,/^PLAY RECAP/{/^PLAY RECAP/!p}' -e '/^([0-9]* s)$/p'
 
 GC_IP="$(python -c 'import sys, yaml; inv = yaml.safe_load(open(sys.argv[1]))
 print(next(iter(inv["all"]["children"]["controllers"]["children"]["global"]["hosts"].values()))["ansible_host"])' "$LAB/inventory.yml")"
