@@ -378,6 +378,16 @@ def bulk_devices(count: int, *, snmp_every: int = 10) -> list[LabDevice]:
     return devices
 
 
+def unavailable() -> str | None:
+    """Why the lab cannot be built here (a test's skip reason), or None."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    for tool in ("ip", "snmpd", "ss"):
+        if shutil.which(tool) is None and shutil.which(tool, path="/usr/sbin:/sbin") is None:
+            return f"{tool} not installed"
+    return None
+
+
 @contextlib.contextmanager
 def probe_lab(devices: Sequence[LabDevice] | None = None) -> Iterator[ProbeLab]:
     lab = ProbeLab(default_devices() if devices is None else devices)

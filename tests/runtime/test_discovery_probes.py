@@ -1,55 +1,34 @@
-"""Discovery: pure functions (walk, vendors, types, merging, planning), the SNMPv2c transport against a
-pysnmp-built agent on 127.0.0.1, and the real probes against a tiny namespace lab
-(:mod:`tests.runtime.probe_lab`, prefix ``pdsnot-``, 198.19.250.0/24).
+"""Discovery: pure functions (walk, vendors, types, merging, planning), the SNMP probe against a
+pysnmp-built agent on 127.0.0.1 (:mod:`tests.runtime.snmp_agents`), and the real probes against a tiny
+namespace lab (:mod:`tests.runtime.probe_lab`, prefix ``pdsnot-``, 198.19.250.0/24). The SNMP package
+itself (transport, v3 client, credentials) is tested in ``test_snmp_*.py``.
 
 Every scan of the lab runs inside the lab's scanner namespace (``ip netns exec pdsnot-scan ...``); the lab
-tests skip when not root or when ``ip``/``snmpd`` are missing. The loopback agent only ever talks to the
-transport of the same test, on 127.0.0.1.
+tests skip when not root or when ``ip``/``snmpd`` are missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from pyasn1.codec.ber import decoder, encoder
-from pysnmp.proto.api import v2c
 
 from pdsno.discovery import scanner as scanner_mod
 from pdsno.discovery.consolidate import collect_seen as _collect_seen
 from pdsno.discovery.consolidate import consolidate, group_addresses, is_virtual_mac
 from pdsno.discovery.netinfo import LocalAddress, parse_ip_addr, plan_targets
-from pdsno.discovery.probes import snmp as snmp_mod
 from pdsno.discovery.probes.arp import arp_request, parse_arp
 from pdsno.discovery.probes.base import Observation, ObservationSink, ProbeStats, RttEstimator, TargetStream
 from pdsno.discovery.probes.icmp import checksum, echo_request, parse_echo_reply
-from pdsno.discovery.probes.snmp import (
-    Oid,
-    SnmpAuthFailure,
-    SnmpCredentials,
-    SnmpNoAgent,
-    SnmpPduError,
-    SnmpProbe,
-    SnmpTimeout,
-    SnmpV3Credential,
-    Special,
-    V2cCodec,
-    V2cSession,
-    V2cTransport,
-    Value,
-    collect,
-)
+from pdsno.discovery.probes.snmp import SnmpProbe, collect
 from pdsno.discovery.scanner import ScanTimeouts, parse_subnets, scan
 from pdsno.discovery.vendors import (
     device_type_for,
@@ -60,85 +39,16 @@ from pdsno.discovery.vendors import (
 )
 from pdsno.errors import PdsnoError
 from pdsno.nib.models import DeviceType, device_id_for_mac
+from pdsno.snmp import SnmpCredentials, SnmpPduError, Value
 from tests.runtime import probe_lab
 from tests.runtime.probe_lab import SECOND_COMMUNITY, V2C_COMMUNITY, V3_USER, ProbeLab
+from tests.runtime.snmp_agents import COMMUNITY, FakeAgent, device_mib, loopback_agent
 
 # ----------------------------------------------------------------------------------------- SNMP walk
 
 
-class FakeAgent:
-    """A GET/GETBULK-speaking agent over a sorted MIB dict; truncates answers to ``max_varbinds``."""
-
-    version = "v2c"
-
-    def __init__(self, mib: dict[tuple[int, ...], Value], max_varbinds: int = 1000) -> None:
-        self.mib = dict(sorted(mib.items()))
-        self.keys = list(self.mib)
-        self.max_varbinds = max_varbinds
-        self.requests = 0
-
-    def _next(self, oid: tuple[int, ...]) -> tuple[tuple[int, ...], Value]:
-        for key in self.keys:
-            if key > oid:
-                return key, self.mib[key]
-        return oid, Special.END_OF_MIB_VIEW
-
-    def answer_get(self, oids: Sequence[Oid]) -> list[tuple[Oid, Value]]:
-        return [(oid, self.mib.get(oid, Special.NO_SUCH_OBJECT)) for oid in oids]
-
-    def answer_bulk(
-        self, non_repeaters: Sequence[Oid], repeaters: Sequence[Oid], max_repetitions: int
-    ) -> list[tuple[Oid, Value]]:
-        out = [self._next(oid) for oid in non_repeaters]
-        current = list(repeaters)
-        for _ in range(max_repetitions if repeaters else 0):
-            row = [self._next(oid) for oid in current]
-            out += row
-            current = [oid for oid, _ in row]
-        return out[: self.max_varbinds]
-
-    async def get(self, oids: Sequence[Oid]) -> list[tuple[Oid, Value]]:
-        self.requests += 1
-        return self.answer_get(oids)
-
-    async def bulk(
-        self, non_repeaters: Sequence[Oid], repeaters: Sequence[Oid], max_repetitions: int
-    ) -> list[tuple[Oid, Value]]:
-        self.requests += 1
-        return self.answer_bulk(non_repeaters, repeaters, max_repetitions)
-
-
-def _device_mib(interfaces: int, *, ip_mib: str = "old") -> dict[tuple[int, ...], Value]:
-    mib: dict[tuple[int, ...], Value] = {
-        (1, 3, 6, 1, 2, 1, 1, 1, 0): b"Cisco IOS Software, Version 15.2(4)M7",
-        (1, 3, 6, 1, 2, 1, 1, 2, 0): (1, 3, 6, 1, 4, 1, 9, 1, 1208),
-        (1, 3, 6, 1, 2, 1, 1, 3, 0): 123_456,
-        (1, 3, 6, 1, 2, 1, 1, 5, 0): b"core-1\x00",
-        (1, 3, 6, 1, 2, 1, 1, 7, 0): 78,
-        (1, 3, 6, 1, 2, 1, 2, 1, 0): interfaces,
-        (1, 3, 6, 1, 2, 1, 4, 1, 0): 1,  # something after the tables, as real agents have
-    }
-    for i in range(1, interfaces + 1):
-        mib[(1, 3, 6, 1, 2, 1, 2, 2, 1, 1, i)] = i
-        mib[(1, 3, 6, 1, 2, 1, 2, 2, 1, 2, i)] = f"GigabitEthernet0/{i}".encode()
-        mib[(1, 3, 6, 1, 2, 1, 2, 2, 1, 5, i)] = 4_294_967_295 if i == 1 else 1_000_000_000
-        mib[(1, 3, 6, 1, 2, 1, 2, 2, 1, 6, i)] = bytes([0x00, 0x1B, 0x54, 0x00, 0x00, i])
-        mib[(1, 3, 6, 1, 2, 1, 2, 2, 1, 7, i)] = 1
-        mib[(1, 3, 6, 1, 2, 1, 2, 2, 1, 8, i)] = 1 if i % 2 else 2
-        mib[(1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 1, i)] = f"Gi0/{i}".encode()
-        mib[(1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 15, i)] = 10_000 if i == 1 else 1_000
-    addresses = [(10, 0, 0, 1, 1), (10, 0, 1, 1, 2), (127, 0, 0, 1, 99)]
-    for *octets, if_index in addresses:
-        if ip_mib == "old":
-            mib[(1, 3, 6, 1, 2, 1, 4, 20, 1, 1, *octets)] = bytes(octets)
-            mib[(1, 3, 6, 1, 2, 1, 4, 20, 1, 2, *octets)] = if_index
-        else:
-            mib[(1, 3, 6, 1, 2, 1, 4, 34, 1, 3, 1, 4, *octets)] = if_index
-    return mib
-
-
 async def test_collect_small_device_in_one_request() -> None:
-    agent = FakeAgent(_device_mib(2))
+    agent = FakeAgent(device_mib(2))
     facts = await collect(agent, first_max_repetitions=4)
     assert agent.requests == 1
     assert facts["sys_name"] == "core-1"
@@ -164,7 +74,7 @@ async def test_collect_small_device_in_one_request() -> None:
 
 @pytest.mark.parametrize("truncate", [1000, 50, 7])
 async def test_collect_walks_big_tables_and_truncated_answers(truncate: int) -> None:
-    agent = FakeAgent(_device_mib(60), max_varbinds=truncate)
+    agent = FakeAgent(device_mib(60), max_varbinds=truncate)
     facts = await collect(agent, first_max_repetitions=4, max_requests=400)
     assert [i["if_index"] for i in facts["interfaces"]] == list(range(1, 61))
     assert facts["interfaces"][59]["name"] == "Gi0/60"
@@ -173,7 +83,7 @@ async def test_collect_walks_big_tables_and_truncated_answers(truncate: int) -> 
 
 
 async def test_collect_falls_back_to_ip_address_table() -> None:
-    facts = await collect(FakeAgent(_device_mib(2, ip_mib="new")))
+    facts = await collect(FakeAgent(device_mib(2, ip_mib="new")))
     assert facts["ip_addresses"] == ["10.0.0.1", "10.0.1.1", "127.0.0.1"]
     assert facts["ip_if_index"]["10.0.1.1"] == 2
 
@@ -195,7 +105,7 @@ async def test_collect_tolerates_missing_objects_and_errors() -> None:
 
 
 async def test_collect_system_only_is_one_get() -> None:
-    agent = FakeAgent(_device_mib(60))
+    agent = FakeAgent(device_mib(60))
     facts = await collect(agent, tables=False)
     assert agent.requests == 1
     assert facts == {
@@ -212,285 +122,7 @@ async def test_collect_system_only_is_one_get() -> None:
     }  # noSuchObject for the others
 
 
-# ------------------------------------------------------ SNMPv2c over one socket: pysnmp's message API
-
-COMMUNITY = b"s3cret"
-
-
-def _pysnmp_value(value: Value) -> Any:
-    if isinstance(value, Special):
-        return {
-            Special.NO_SUCH_OBJECT: v2c.NoSuchObject,
-            Special.NO_SUCH_INSTANCE: v2c.NoSuchInstance,
-            Special.END_OF_MIB_VIEW: v2c.EndOfMibView,
-        }[value]("")
-    if isinstance(value, bytes):
-        return v2c.OctetString(value)
-    if isinstance(value, tuple):
-        return v2c.ObjectIdentifier(value)
-    if isinstance(value, int):
-        return v2c.Integer(value) if -(2**31) <= value < 2**31 else v2c.Counter64(value)
-    return v2c.Null("")
-
-
-def _pysnmp_message(
-    varbinds: Sequence[tuple[Oid, Any]],
-    *,
-    request_id: int = 7,
-    community: bytes = COMMUNITY,
-    pdu: Any = None,
-    error_status: int = 0,
-    error_index: int = 0,
-) -> bytes:
-    """A v2c message built with pysnmp (a Response PDU unless ``pdu`` is given)."""
-    msg = v2c.Message()
-    v2c.apiMessage.set_defaults(msg)
-    v2c.apiMessage.set_community(msg, community)
-    pdu = v2c.ResponsePDU() if pdu is None else pdu
-    v2c.apiPDU.set_defaults(pdu)
-    v2c.apiPDU.set_request_id(pdu, request_id)
-    v2c.apiPDU.set_error_status(pdu, error_status)
-    v2c.apiPDU.set_error_index(pdu, error_index)
-    v2c.apiPDU.set_varbinds(pdu, list(varbinds))
-    v2c.apiMessage.set_pdu(msg, pdu)
-    return bytes(encoder.encode(msg))
-
-
-def test_codec_reads_answers_as_plain_values() -> None:
-    codec = V2cCodec()
-    data = _pysnmp_message(
-        [
-            ((1, 3, 6, 1, 2, 1, 1, 1, 0), v2c.OctetString(b"Linux box")),
-            (
-                (1, 3, 6, 1, 2, 1, 1, 2, 0),
-                v2c.ObjectIdentifier((1, 3, 6, 1, 4, 1, 30065, 1, 3011, 7048, 427)),
-            ),
-            ((1, 3, 6, 1, 2, 1, 1, 3, 0), v2c.TimeTicks(4_294_967_295)),
-            ((1, 3, 6, 1, 2, 1, 1, 7, 0), v2c.Integer(-129)),
-            ((1, 3, 6, 1, 2, 1, 2, 2, 1, 5, 1), v2c.Gauge32(4_294_967_295)),
-            ((1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6, 1), v2c.Counter64(2**64 - 1)),
-            ((1, 3, 6, 1, 2, 1, 4, 20, 1, 1, 10, 0, 0, 1), v2c.IpAddress("10.0.0.1")),
-            ((1, 3, 6, 1, 4, 1, 200_000, 1), v2c.Null("")),
-            ((1, 3, 6, 1, 2, 1, 2, 2, 1, 2, 9), v2c.EndOfMibView()),
-            ((2, 999, 3), v2c.NoSuchInstance()),
-            ((1, 3, 6, 1, 2, 1, 1, 9, 0), v2c.NoSuchObject()),
-        ],
-        request_id=2**31 - 1,
-    )
-    reply = codec.decode_reply(data)
-    assert reply is not None
-    assert (reply.community, reply.report, reply.request_id) == (COMMUNITY, False, 2**31 - 1)
-    assert (reply.error_status, reply.error_index) == (0, 0)
-    assert [value for _, value in reply.varbinds] == [
-        b"Linux box",
-        (1, 3, 6, 1, 4, 1, 30065, 1, 3011, 7048, 427),
-        4_294_967_295,
-        -129,
-        4_294_967_295,
-        2**64 - 1,
-        b"\x0a\x00\x00\x01",
-        None,
-        Special.END_OF_MIB_VIEW,
-        Special.NO_SUCH_INSTANCE,
-        Special.NO_SUCH_OBJECT,
-    ]
-    assert reply.varbinds[9][0] == (2, 999, 3)
-    report = codec.decode_reply(_pysnmp_message([], pdu=v2c.ReportPDU()))
-    assert report is not None and report.report
-    failed = codec.decode_reply(
-        _pysnmp_message([((1, 3, 6, 1), v2c.Null(""))], error_status=5, error_index=1)
-    )
-    assert failed is not None and (failed.error_status, failed.error_index) == (5, 1)
-    # not an answer: requests, truncated or foreign datagrams, an SNMPv3 message
-    assert codec.decode_reply(_pysnmp_message([], pdu=v2c.GetRequestPDU())) is None
-    for bad in (b"", b"\x30", data[:-1], b"\x30\x03\x02\x01\x03", b"\x04\x00", b"GET / HTTP/1.0\r\n\r\n"):
-        assert codec.decode_reply(bad) is None
-
-
-@pytest.mark.parametrize("request_id", [1, 127, 128, 65_535, 2**31 - 1])
-def test_codec_requests_are_pysnmp_messages(request_id: int) -> None:
-    codec = V2cCodec()
-    oids = [(1, 3, 6, 1, 2, 1, 1, 1), (1, 3, 6, 1, 4, 1, 2**32 - 1, 0), (2, 100, 7)]
-    for _ in range(2):  # the second time from the cached message, with a new request-id
-        data = codec.encode_request(
-            community=b"pub",
-            request_id=request_id,
-            oids=oids,
-            kind=snmp_mod.RequestKind.GET_BULK,
-            non_repeaters=1,
-            max_repetitions=300,
-        )
-        msg, rest = decoder.decode(data, asn1Spec=v2c.Message())
-        assert not rest
-        assert bytes(v2c.apiMessage.get_community(msg)) == b"pub"
-        pdu = v2c.apiMessage.get_pdu(msg)
-        assert isinstance(pdu, v2c.GetBulkRequestPDU)
-        assert int(v2c.apiPDU.get_request_id(pdu)) == request_id
-        assert int(v2c.apiBulkPDU.get_non_repeaters(pdu)) == 1
-        assert int(v2c.apiBulkPDU.get_max_repetitions(pdu)) == 300
-        assert [tuple(o) for o, _ in v2c.apiPDU.get_varbinds(pdu)] == oids
-        request_id = request_id - 1 or 2
-    data = codec.encode_request(community=b"c", request_id=9, oids=oids[:1], kind=snmp_mod.RequestKind.GET)
-    pdu = v2c.apiMessage.get_pdu(decoder.decode(data, asn1Spec=v2c.Message())[0])
-    assert isinstance(pdu, v2c.GetRequestPDU)
-    assert int(v2c.apiPDU.get_request_id(pdu)) == 9
-
-
-class LoopbackAgent(asyncio.DatagramProtocol):
-    """A v2c agent on 127.0.0.1 serving a :class:`FakeAgent`'s MIB, requests read and answers built with
-    pysnmp. Like net-snmp it ignores a wrong community. ``mode``: ``report`` (answers a Report PDU),
-    ``error`` (error-status genErr), ``strays`` (first a wrong request-id and a wrong community), ``mute``.
-    """
-
-    def __init__(self, mib: dict[Oid, Value], *, max_varbinds: int = 1000, mode: str = "") -> None:
-        self.fake = FakeAgent(mib, max_varbinds)
-        self.mode = mode
-        self.requests = 0
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        assert self.transport is not None
-        msg, _ = decoder.decode(data, asn1Spec=v2c.Message())
-        self.requests += 1
-        if bytes(v2c.apiMessage.get_community(msg)) != COMMUNITY or self.mode == "mute":
-            return
-        pdu = v2c.apiMessage.get_pdu(msg)
-        rid = int(v2c.apiPDU.get_request_id(pdu))
-        oids: list[Oid] = [tuple(o) for o, _ in v2c.apiPDU.get_varbinds(pdu)]
-        if isinstance(pdu, v2c.GetBulkRequestPDU):
-            n = int(v2c.apiBulkPDU.get_non_repeaters(pdu))
-            r = int(v2c.apiBulkPDU.get_max_repetitions(pdu))
-            answer = self.fake.answer_bulk(oids[:n], oids[n:], r)
-        else:
-            answer = self.fake.answer_get(oids)
-        varbinds = [(oid, _pysnmp_value(value)) for oid, value in answer]
-        if self.mode == "strays":
-            self.transport.sendto(_pysnmp_message(varbinds, request_id=rid ^ 1), addr)
-            self.transport.sendto(_pysnmp_message(varbinds, request_id=rid, community=b"other"), addr)
-        if self.mode == "report":
-            self.transport.sendto(_pysnmp_message([], request_id=rid, pdu=v2c.ReportPDU()), addr)
-        elif self.mode == "error":
-            self.transport.sendto(
-                _pysnmp_message(varbinds, request_id=rid, error_status=5, error_index=1), addr
-            )
-        else:
-            self.transport.sendto(_pysnmp_message(varbinds, request_id=rid), addr)
-
-
-async def _loopback_agent(
-    mib: dict[Oid, Value], **kwargs: Any
-) -> tuple[asyncio.DatagramTransport, LoopbackAgent, int]:
-    loop = asyncio.get_running_loop()
-    transport, agent = await loop.create_datagram_endpoint(
-        lambda: LoopbackAgent(mib, **kwargs), local_addr=("127.0.0.1", 0)
-    )
-    return transport, agent, transport.get_extra_info("sockname")[1]
-
-
-async def _v2c(port: int, *, ceiling: float = 0.5) -> V2cTransport:
-    transport = V2cTransport(RttEstimator(0.05, ceiling), port=port, codec=V2cCodec())
-    transport.open()
-    return transport
-
-
-@pytest.mark.parametrize("truncate", [1000, 7])
-async def test_v2c_walk_over_one_socket_matches_the_agent(truncate: int) -> None:
-    endpoint, agent, port = await _loopback_agent(_device_mib(60), max_varbinds=truncate)
-    transport = await _v2c(port)
-    try:
-        session = V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=0)
-        facts = await collect(session, max_requests=400)
-        expected = await collect(FakeAgent(_device_mib(60), max_varbinds=truncate), max_requests=400)
-        assert facts == expected
-        assert [i["if_index"] for i in facts["interfaces"]] == list(range(1, 61))
-        assert facts["requests"] == agent.requests == transport.sent > 1
-        system = await collect(
-            V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=0), tables=False
-        )
-        assert system["sys_name"] == "core-1" and system["requests"] == 1
-        assert "interfaces" not in system
-        assert transport.stray == 0
-        assert transport.estimator.samples == transport.received
-        assert transport.decode_seconds > 0
-    finally:
-        await transport.close()
-        endpoint.close()
-
-
-async def test_v2c_many_sessions_pipelined_on_one_socket() -> None:
-    endpoint, agent, port = await _loopback_agent(_device_mib(3))
-    transport = await _v2c(port)
-    try:
-        sessions = [V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=0) for _ in range(50)]
-        results = await asyncio.gather(*(collect(s, tables=n % 2 == 0) for n, s in enumerate(sessions)))
-        assert all(r["sys_name"] == "core-1" for r in results)
-        assert all(len(r["interfaces"]) == 3 for r in results[::2])
-        assert transport.stray == 0
-        assert agent.requests == transport.sent == sum(r["requests"] for r in results)
-    finally:
-        await transport.close()
-        endpoint.close()
-
-
-async def test_v2c_stray_answers_are_not_taken() -> None:
-    endpoint, _agent, port = await _loopback_agent(_device_mib(1), mode="strays")
-    transport = await _v2c(port)
-    try:
-        facts = await collect(V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=0), tables=False)
-        assert facts["sys_name"] == "core-1"
-        await asyncio.sleep(0.05)
-        assert transport.stray == 2  # another request-id, another community
-    finally:
-        await transport.close()
-        endpoint.close()
-
-
-async def test_v2c_failures() -> None:
-    mib = _device_mib(1)
-    for mode, error in (("report", SnmpAuthFailure), ("error", SnmpPduError), ("mute", SnmpTimeout)):
-        endpoint, agent, port = await _loopback_agent(mib, mode=mode)
-        transport = await _v2c(port, ceiling=0.2)
-        try:
-            session = V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=1)
-            started = time.monotonic()
-            with pytest.raises(error):
-                await collect(session)
-            if mode == "mute":  # one retry, each within the adaptive timeout's ceiling
-                assert agent.requests == session.requests == 2
-                assert time.monotonic() - started < 1.0
-        finally:
-            await transport.close()
-            endpoint.close()
-    # a wrong community is ignored by the agent: a timeout, not an answer
-    endpoint, agent, port = await _loopback_agent(mib)
-    transport = await _v2c(port, ceiling=0.2)
-    try:
-        with pytest.raises(SnmpTimeout):
-            await collect(V2cSession(transport, "127.0.0.1", "wrong", retries=0))
-        assert agent.requests == 1
-    finally:
-        await transport.close()
-        endpoint.close()
-
-
-async def test_v2c_port_unreachable_is_no_agent() -> None:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nobody listens there now: the kernel answers ICMP port unreachable
-    transport = await _v2c(port, ceiling=2.0)
-    try:
-        started = time.monotonic()
-        with pytest.raises(SnmpNoAgent, match="port unreachable"):
-            await collect(V2cSession(transport, "127.0.0.1", COMMUNITY.decode(), retries=3))
-        assert time.monotonic() - started < 1.0  # not a timeout
-        with pytest.raises(SnmpNoAgent):  # remembered for the rest of the scan
-            await transport.request("127.0.0.1", COMMUNITY, [(1, 3, 6, 1)])
-    finally:
-        await transport.close()
+# --------------------------------------------------------------------------- the SNMP probe on loopback
 
 
 class _Sink:
@@ -503,7 +135,7 @@ class _Sink:
 
 @pytest.mark.parametrize("tables", [True, False])
 async def test_snmp_probe_end_to_end_on_loopback(tables: bool) -> None:
-    endpoint, _agent, port = await _loopback_agent(_device_mib(2))
+    endpoint, _agent, port = await loopback_agent(device_mib(2))
     try:
         probe = SnmpProbe(
             SnmpCredentials(("nope", COMMUNITY.decode())), port=port, timeout=0.3, tables=tables
@@ -520,25 +152,6 @@ async def test_snmp_probe_end_to_end_on_loopback(tables: bool) -> None:
         assert stats.details["versions"] == {"v2c": 1}
     finally:
         endpoint.close()
-
-
-def test_snmpv3_credential_parsing() -> None:
-    cred = SnmpV3Credential.parse("ops:authpass1:privpass:with:colons")
-    assert (cred.user, cred.auth_key, cred.priv_key) == ("ops", "authpass1", "privpass:with:colons")
-    assert (cred.auth_protocol, cred.priv_protocol) == ("sha", "aes")
-    cred = SnmpV3Credential.parse("ops:authpass1:privpass1:SHA256:aes256")
-    assert (cred.auth_protocol, cred.priv_protocol) == ("sha256", "aes256")
-    assert "authpass1" not in repr(cred)
-    assert "pub" not in repr(SnmpCredentials(("pub",), (cred,)))
-    for bad in (
-        "ops:short:privpass1",
-        "ops",
-        ":authpass1:privpass1",
-        "ops:authpass1:",
-        "ops:authpass1:short",
-    ):
-        with pytest.raises(PdsnoError):
-            SnmpV3Credential.parse(bad)
 
 
 # ----------------------------------------------------------------------------- vendors, type, firmware
@@ -945,18 +558,9 @@ RUNNER = textwrap.dedent(
 )
 
 
-def _lab_available() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    for tool in ("ip", "snmpd", "ss"):
-        if shutil.which(tool) is None and shutil.which(tool, path="/usr/sbin:/sbin") is None:
-            return f"{tool} not installed"
-    return None
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[ProbeLab]:
-    reason = _lab_available()
+    reason = probe_lab.unavailable()
     if reason:
         pytest.skip(reason)
     lab = ProbeLab(probe_lab.default_devices())

@@ -24,12 +24,12 @@ from pdsno.changes.executors import ExecutorSettings, build_executor
 from pdsno.changes.executors.ansible import AnsibleExecutor, field_changes, parse_output
 from pdsno.changes.executors.base import DevicePlan
 from pdsno.changes.executors.snmp import SnmpExecutor, canonical_value, normalise_oid
-from pdsno.discovery.probes.snmp import SnmpCredentials, SnmpV3Credential
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.lab import Lab
 from pdsno.lab.services import snmpd_conf
 from pdsno.lab.topology import parse_topology
 from pdsno.nib.models import Device
+from pdsno.snmp import SnmpCredentials, SnmpV3Credential
 
 PREFIX = "pdsx-"
 LC = "lc-x"

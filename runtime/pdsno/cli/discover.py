@@ -14,9 +14,9 @@ from typing import Any
 import click
 
 from pdsno.cli.output import emit_json, json_option, run
-from pdsno.discovery.probes.snmp import SnmpCredentials, SnmpV3Credential
 from pdsno.discovery.scanner import PROTOCOLS, ScanProgress, ScanResult, ScanTimeouts, scan
 from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.snmp import SnmpCredentials, SnmpV3Credential
 
 DEFAULT_COMMUNITY = "public"
 

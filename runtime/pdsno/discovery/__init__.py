@@ -5,8 +5,8 @@ Entry point: :func:`pdsno.discovery.scanner.scan`; the ``pdsno discover`` comman
 """
 
 from pdsno.discovery.probes.base import SCAN_PROTOCOL_FAILED, Observation, Probe, ProbeStats, TargetStream
-from pdsno.discovery.probes.snmp import SnmpCredentials, SnmpV3Credential
 from pdsno.discovery.scanner import ProbeFailure, ScanProgress, ScanResult, ScanTimeouts, scan
+from pdsno.snmp import SnmpCredentials, SnmpV3Credential
 
 __all__ = [
     "SCAN_PROTOCOL_FAILED",

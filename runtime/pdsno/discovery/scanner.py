@@ -30,9 +30,10 @@ from pdsno.discovery.netinfo import LocalAddress, TargetPlan, local_addresses, p
 from pdsno.discovery.probes.arp import ArpProbe
 from pdsno.discovery.probes.base import SCAN_PROTOCOL_FAILED, Observation, Probe, ProbeStats, TargetStream
 from pdsno.discovery.probes.icmp import IcmpProbe
-from pdsno.discovery.probes.snmp import SnmpCredentials, SnmpProbe
+from pdsno.discovery.probes.snmp import SnmpProbe
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.nib.models import Device
+from pdsno.snmp import SnmpCredentials
 
 PROTOCOLS = ("arp", "icmp", "snmp")
 MAX_ADDRESSES = 65_536

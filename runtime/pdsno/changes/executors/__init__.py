@@ -76,7 +76,8 @@ def _inventory_vars(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any
 def build_executor(name: str, settings: ExecutorSettings) -> Executor:
     """The executor a payload names (``PdsnoError`` ``INVALID_REQUEST`` for an unknown one)."""
     if name == "snmp":
-        from pdsno.changes.executors.snmp import SnmpCredentials, SnmpExecutor, SnmpV3Credential
+        from pdsno.changes.executors.snmp import SnmpExecutor
+        from pdsno.snmp import SnmpCredentials, SnmpV3Credential
 
         communities = (
             _lines(settings.snmp_write_communities_file, "snmp_write_communities_file")

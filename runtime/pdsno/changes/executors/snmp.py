@@ -10,13 +10,12 @@ a diff compares like with like and a rollback payload sets back exactly the type
 ``plan`` GETs every OID (an OID the device does not hold is refused: a SET could not be undone);
 ``commit`` sends one SET PDU with every varbind, so the agent applies all or none (RFC 3416 4.2.5);
 ``verify`` GETs again. Write credentials (v2c communities, SNMPv3 users) are tried in order; pysnmp's
-v3arch engine carries both, one engine per device operation, built off the event loop (~70 ms).
+v3arch engine (:class:`pdsno.snmp.V3Client`) carries both, one engine per device operation, built off
+the event loop (~70 ms).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib
 import ipaddress
 import logging
@@ -25,9 +24,9 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from pdsno.changes.executors.base import DevicePlan, FieldChange
-from pdsno.discovery.probes.snmp import SnmpCredentials, SnmpV3Credential, _hlapi, _new_engine, _usm
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.nib.models import Device
+from pdsno.snmp import SnmpCredentials, V3Client, hlapi, timed_out, usm_user
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +269,9 @@ class SnmpExecutor:
 
     def _order(self, first: int) -> Iterator[tuple[int, Any]]:
         """(index, pysnmp auth data) of every credential, ``first`` first (the one that worked in plan)."""
-        hl = _hlapi()
+        hl = hlapi()
         auth: list[Any] = [hl.CommunityData(c, mpModel=1) for c in self.credentials.communities]
-        auth += [_usm(v3) for v3 in self.credentials.v3]
+        auth += [usm_user(v3) for v3 in self.credentials.v3]
         order = list(range(len(auth)))
         if 0 <= first < len(order):
             order.remove(first)
@@ -286,7 +285,7 @@ class SnmpExecutor:
         """The current values of ``oids`` and the index of the credential that read them."""
 
         async def get(engine: Any, target: Any, auth: Any) -> dict[str, Canonical]:
-            hl = _hlapi()
+            hl = hlapi()
             objects = [hl.ObjectType(hl.ObjectIdentity(oid)) for oid in oids]
             result = await hl.get_cmd(engine, auth, target, hl.ContextData(), *objects, lookupMib=False)
             varbinds = _check(result, oids)
@@ -299,7 +298,7 @@ class SnmpExecutor:
         oids = list(values)
 
         async def set_(engine: Any, target: Any, auth: Any) -> None:
-            hl = _hlapi()
+            hl = hlapi()
             types = _smi()
             objects = [hl.ObjectType(hl.ObjectIdentity(oid), types.to_snmp(values[oid])) for oid in oids]
             result = await hl.set_cmd(engine, auth, target, hl.ContextData(), *objects, lookupMib=False)
@@ -327,12 +326,11 @@ class SnmpExecutor:
             raise PdsnoError(
                 f"{device.device_id}: no IP address to reach it by", code=ReasonCode.DEVICE_UNREACHABLE
             )
-        engine = await asyncio.to_thread(_new_engine)
+        client = V3Client(port=self.port, timeout=self.timeout, retries=self.retries)
         failures: list[SnmpFailure] = []
         try:
-            target = await _hlapi().UdpTransportTarget.create(
-                (ip, self.port), timeout=self.timeout, retries=self.retries
-            )
+            engine = await client.engine()
+            target = await client.target(ip)
             for index, auth in self._order(first):
                 try:
                     result = await operation(engine, target, auth)
@@ -343,8 +341,7 @@ class SnmpExecutor:
                     break
                 return result, index
         finally:
-            with contextlib.suppress(Exception):
-                engine.close_dispatcher()
+            await client.close()
         # what the agent said about the request beats a credential it did not know (or did not answer)
         last = next((f for f in failures if f.status not in ("timeout", "auth")), failures[-1])
         if all(f.status == "timeout" for f in failures):
@@ -382,8 +379,7 @@ def _check(result: Any, oids: list[str]) -> list[Any]:
     """pysnmp's (errorIndication, errorStatus, errorIndex, varbinds) → the varbinds, or SnmpFailure."""
     error_indication, error_status, error_index, varbinds = result
     if error_indication:
-        errind = importlib.import_module("pysnmp.proto.errind")
-        raise SnmpFailure("timeout" if isinstance(error_indication, errind.RequestTimedOut) else "auth")
+        raise SnmpFailure("timeout" if timed_out(error_indication) else "auth")
     if error_status and int(error_status):
         index = int(error_index or 0)
         status = str(error_status.prettyPrint())
@@ -392,10 +388,8 @@ def _check(result: Any, oids: list[str]) -> list[Any]:
 
 
 __all__ = [
-    "SnmpCredentials",
     "SnmpExecutor",
     "SnmpFailure",
-    "SnmpV3Credential",
     "canonical_value",
     "normalise_oid",
 ]

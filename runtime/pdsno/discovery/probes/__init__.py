@@ -3,7 +3,7 @@
 from pdsno.discovery.probes.arp import ArpProbe
 from pdsno.discovery.probes.base import Observation, ObservationSink, Probe, ProbeStats, TargetStream
 from pdsno.discovery.probes.icmp import IcmpProbe
-from pdsno.discovery.probes.snmp import SnmpCredentials, SnmpProbe, SnmpV3Credential
+from pdsno.discovery.probes.snmp import SnmpProbe
 
 __all__ = [
     "ArpProbe",
@@ -12,8 +12,6 @@ __all__ = [
     "ObservationSink",
     "Probe",
     "ProbeStats",
-    "SnmpCredentials",
     "SnmpProbe",
-    "SnmpV3Credential",
     "TargetStream",
 ]
