@@ -6,7 +6,8 @@
 # devices per region beside the lab's ground truth, show that a second deploy changes nothing, and make
 # a configuration change (playbooks/lab_changes.yml: sysLocation of one device through
 # playbooks/change.yml, executed, read back with snmpget from its Local controller's namespace, rolled
-# back, read back again).
+# back, read back again; a MEDIUM change approved by a second operator (four-eyes), a HIGH one
+# escalated to the GC and approved there).
 # The lab stays up at the end so you can explore it; the last lines say how. Needs root (namespaces).
 #
 #   ./scripts/demo.sh                     # DEMO_SECOND_DEPLOY=0 skips the second deploy
@@ -84,7 +85,7 @@ fi
 # The change's own lines (proposal, status, the values snmpget read) come last; the whole run is in
 # changes.log.
 step timed ansible-playbook "${INVENTORY[@]}" playbooks/lab_changes.yml | tee "$DEMO/changes.log" |
-    sed -n -e '/Show the change and its rollback/,/^PLAY RECAP/{/^PLAY RECAP/!p}' -e '/^([0-9]* s)$/p'
+    sed -n -e '/Show the changes with the values snmpget read/,/^PLAY RECAP/{/^PLAY RECAP/!p}' -e '/^([0-9]* s)$/p'
 
 GC_IP="$(python -c 'import sys, yaml; inv = yaml.safe_load(open(sys.argv[1]))
 print(next(iter(inv["all"]["children"]["controllers"]["children"]["global"]["hosts"].values()))["ansible_host"])' "$LAB/inventory.yml")"
@@ -107,10 +108,13 @@ cat <<EOF
 
 The lab and the hierarchy are up.
   API (Global controller):  https://$GC_IP:8443/api/v1   (docs: /docs, schema: /openapi.json)
+  dashboard:                https://$GC_IP:8443/ui/   (log in with an operator token; docs/ui.md)
+    open it from the management namespace (where the lab's addresses are), with $CA imported as an authority:
+        sudo ip netns exec ${PREFIX}mgmt chromium --user-data-dir=\$(mktemp -d) https://$GC_IP:8443/ui/
   reach it from the lab's management namespace ${PREFIX}mgmt, trusting the deployment CA $CA:
     sudo ip netns exec ${PREFIX}mgmt curl --cacert $CA \\
         -H "Authorization: Bearer \$(sudo cat $TOKEN)" https://$GC_IP:8443/api/v1/devices
-  tokens: operator 'ansible' in $TOKEN, admin 'lab-admin' beside it;
+  tokens: operator 'ansible' in $TOKEN, admin 'lab-admin' and approver 'lab-approver' beside it;
     another: sudo .venv/bin/pdsno operator add --config $LAB/deploy/$GC_HOST/etc/controller.yml --name NAME --role viewer
   discover again: sudo .venv/bin/ansible-playbook ${INVENTORY[*]} playbooks/discover.yml
   tear it all down: sudo .venv/bin/pdsno lab down --state-dir $LAB
