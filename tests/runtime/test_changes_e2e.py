@@ -40,6 +40,7 @@ from tests.runtime.hierarchy import (
     seal_from_parent,
     truth,
     wait_for,
+    writable_lcs,
 )
 
 PREFIX = "pdsc-"
@@ -52,10 +53,8 @@ def extra_config(host: str, role: str, secrets_dir: Path) -> dict[str, Any]:
     if role == "global":
         return {"policy": {"gc_timeout_s": GC_TIMEOUT_S, "emergency_ack_timeout_s": 30}}
     if role == "local":
-        communities = secrets_dir / "write-communities"
-        communities.write_text("private\n")
-        communities.chmod(0o600)
-        return {"changes": {"snmp_write_communities_file": str(communities), "snmp_timeout_s": 1.0}}
+        changes = writable_lcs(host, role, secrets_dir)["changes"]
+        return {"changes": {**changes, "snmp_timeout_s": 1.0}}
     return {}
 
 
@@ -473,7 +472,7 @@ def _reseal(world: World, lc_host: str, body: bytes) -> bytes:
 def pdsno_cli(world: World, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``pdsno change ARGS`` as an operator runs it, on the GC's host."""
     env = {**os.environ, "PDSNO_URL": world.url("gc-1"), "PDSNO_TOKEN": token,
-           "PDSNO_CA": str(world.root / "pki" / "ca.crt")}  # fmt: skip
+           "PDSNO_CA_PATH": str(world.root / "pki" / "ca.crt")}  # fmt: skip
     return subprocess.run(["ip", "netns", "exec", world.ns("gc-1"), str(PDSNO), "change", *args], env=env,
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
