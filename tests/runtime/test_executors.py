@@ -162,8 +162,14 @@ def test_ansible_payloads_stay_in_the_playbook_directory(tmp_path: Path) -> None
         with pytest.raises(PdsnoError) as caught:
             executor.validate(payload)
         assert caught.value.code is ReasonCode.INVALID_REQUEST, payload
+    # The GC and the RCs hold no playbook directory: they judge the name, the LC also the file.
+    elsewhere = AnsibleExecutor()
+    elsewhere.validate({"executor": "ansible", "playbook": "ok.yml"})
+    for name in ("../etc/passwd", "/etc/passwd", "sub/../../x.yml", ""):
+        with pytest.raises(PdsnoError, match=r"outside the playbook directory|is a file name"):
+            elsewhere.validate({"executor": "ansible", "playbook": name})
     with pytest.raises(PdsnoError, match="no playbook directory"):
-        AnsibleExecutor().validate({"executor": "ansible", "playbook": "ok.yml"})
+        elsewhere._playbook_path("ok.yml", what="payload")
 
 
 def test_build_executor_reads_its_settings(tmp_path: Path) -> None:
@@ -531,3 +537,47 @@ def test_a_failing_ansible_task_rolls_the_change_back(lab: Lab, tmp_path: Path) 
     assert "refuse on ans-2" in ans2.error["message"]
     assert ans2.status is DeviceOutcome.ROLLED_BACK  # its first tasks ran: they were undone
     assert [snmp_value(lab, n) for n in ("ans-1", "ans-2")] == ["pdsno lab, zx"] * 2
+
+
+SHIPPED_PLAYBOOKS = Path(__file__).resolve().parents[2] / "roles/controller/files/change_playbooks"
+
+
+def test_the_shipped_system_group_playbook_reads_sets_and_undoes(lab: Lab, tmp_path: Path) -> None:
+    """What the roles deploy to every LC (roles/controller/files/change_playbooks): the plan's before
+    side is read from the device, the write goes through the write community, the rollback restores."""
+    (tmp_path / "communities").write_text("# the first is wrong: the next one answers\nnot-it\nprivate\n")
+    executor = AnsibleExecutor(
+        playbook_dir=SHIPPED_PLAYBOOKS,
+        timeout_s=120,
+        host_vars={
+            "ansible_connection": "local",
+            "pdsno_snmp_write_communities_file": str(tmp_path / "communities"),
+        },
+    )
+    targets = [device(lab, "ans-1")]
+    job = {"playbook": "system_group.yml", "vars": {"pdsno_system": {"sysLocation": "Rack C3"}}}
+    undo = {"playbook": "system_group.yml", "vars": {"pdsno_system": {"sysLocation": "pdsno lab, zx"}}}
+    payload = {"executor": "ansible", **job, "rollback": undo}
+
+    planned = inside(lab, lambda: plan_change(executor, targets, payload))
+    assert planned.failure is None, planned.failure
+    plan = planned.plans[targets[0].device_id]
+    assert [(c.before, c.after) for c in plan.changes] == [
+        ("sysLocation: pdsno lab, zx\n", "sysLocation: Rack C3\n")
+    ]
+    assert snmp_value(lab, "ans-1") == "pdsno lab, zx"
+
+    outcome = inside(lab, lambda: apply_change(executor, targets, payload))
+    assert outcome.status is ChangeStatus.EXECUTED, outcome.error
+    assert snmp_value(lab, "ans-1") == "Rack C3"
+    undone = inside(lab, lambda: undo_change(executor, targets, outcome.rollback_payloads))
+    assert undone.status is ChangeStatus.ROLLED_BACK, undone.error
+    assert snmp_value(lab, "ans-1") == "pdsno lab, zx"
+
+    (tmp_path / "communities").write_text("not-it\n")
+    refused = inside(lab, lambda: apply_change(executor, targets, payload))
+    assert refused.status is ChangeStatus.FAILED
+    error = refused.devices[targets[0].device_id].error
+    assert error is not None
+    assert "did not answer snmpget with any write community" in error["message"]
+    assert snmp_value(lab, "ans-1") == "pdsno lab, zx"

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -226,7 +226,9 @@ class AnsibleExecutor:
                 f"ansible {what}: tasks is a non-empty list of task mappings", code=ReasonCode.INVALID_REQUEST
             )
         if playbook is not None:
-            self._playbook_path(playbook, what=what)
+            _check_playbook_name(playbook, what=what)
+            if self.playbook_dir is not None:
+                self._playbook_path(playbook, what=what)
         variables = payload.get("vars")
         if variables is not None and not isinstance(variables, Mapping):
             raise PdsnoError(f"ansible {what}: vars is a mapping", code=ReasonCode.INVALID_REQUEST)
@@ -237,9 +239,9 @@ class AnsibleExecutor:
                 f"ansible {what}: no playbook directory is configured (changes.ansible_playbook_dir); give tasks",
                 code=ReasonCode.INVALID_REQUEST,
             )
-        if not isinstance(playbook, str) or not playbook:
-            raise PdsnoError(f"ansible {what}: playbook is a file name", code=ReasonCode.INVALID_REQUEST)
-        path = (self.playbook_dir / playbook).resolve()
+        name = _check_playbook_name(playbook, what=what)
+        # resolved: a symlink inside the directory may still point out of it
+        path = (self.playbook_dir / name).resolve()
         if not path.is_relative_to(self.playbook_dir):
             raise PdsnoError(
                 f"ansible {what}: playbook {playbook!r} is outside the playbook directory",
@@ -275,6 +277,10 @@ class AnsibleExecutor:
         for key in (device.device_id, device.hostname, device.ip_address):
             if key and key in self.device_vars:
                 host.update(self.device_vars[key])
+        if host.get("ansible_connection") == "local":
+            # modules run on the controller host: by the Python that runs ansible-playbook (ours, with
+            # ansible installed), not by whatever interpreter discovery finds first on the PATH
+            host.setdefault("ansible_python_interpreter", "{{ ansible_playbook_python }}")
         host.update(
             ansible_host=device.ip_address,
             pdsno_device_id=device.device_id,
@@ -356,6 +362,20 @@ class AnsibleExecutor:
                 device_id=device.device_id,
             ) from None
         return _Run(int(proc.returncode or 0), results, err)
+
+
+def _check_playbook_name(playbook: Any, *, what: str) -> str:
+    """A playbook's name as any controller can judge it. The GC and the RCs run no playbooks and hold no
+    playbook directory: they refuse what can be valid nowhere, the LC also what it does not have."""
+    if not isinstance(playbook, str) or not playbook:
+        raise PdsnoError(f"ansible {what}: playbook is a file name", code=ReasonCode.INVALID_REQUEST)
+    name = PurePosixPath(playbook)
+    if name.is_absolute() or ".." in name.parts:
+        raise PdsnoError(
+            f"ansible {what}: playbook {playbook!r} is outside the playbook directory",
+            code=ReasonCode.INVALID_REQUEST,
+        )
+    return playbook
 
 
 def _tail(text: str) -> str:
