@@ -7,7 +7,7 @@
 # a configuration change (playbooks/lab_changes.yml: sysLocation of one device through
 # playbooks/change.yml, executed, read back with snmpget from its Local controller's namespace, rolled
 # back, read back again; a MEDIUM change approved by a second operator (four-eyes), a HIGH one
-# escalated to the GC and approved there).
+# escalated to the GC and approved there; one through the ansible executor, a playbook the LC runs).
 # The lab stays up at the end so you can explore it; the last lines say how. Needs root (namespaces).
 #
 #   ./scripts/demo.sh                     # DEMO_SECOND_DEPLOY=0 skips the second deploy
