@@ -1,34 +1,17 @@
-"""Controller configuration: one YAML file per controller, parsed into strict, typed, frozen models.
-
-* Every section and key is declared; an unknown key or a wrong type is refused with the file, the dotted key
-  and the reason (:class:`pdsno.errors.ConfigError`, code ``CONFIG_INVALID``; a missing or unreadable file is
-  ``CONFIG_NOT_FOUND``).
-* ``PDSNO_<SECTION>__<KEY>[__<SUBKEY>...]`` environment variables override the file
-  (``PDSNO_REST__PORT=9000``, ``PDSNO_REST__TLS__INSECURE=true``); an override naming an unknown key is
-  refused too, naming the variable.
-* Defaults that depend on other keys (REST port by role, file locations under ``controller.data_dir``,
-  MQTT port by transport) are filled in while loading, so a loaded :class:`ControllerConfig` holds the
-  values the runtime will really use.
-* Relative paths are taken relative to the directory of the configuration file; ``~`` is expanded.
-
-The reference is ``docs/configuration.md``; the commented example ships as ``pdsno/examples/controller.yml``.
-"""
+"""The configuration's schema: one strict, frozen pydantic model per section and the root
+:class:`ControllerConfig`, with the defaults that depend on other keys filled in while validating."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import types
-from collections.abc import Hashable, Mapping, Sequence
-from enum import StrEnum
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, NoReturn, Union, get_args, get_origin
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -42,112 +25,21 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
 
 from pdsno.changes.classify import DEFAULT_RULES, ImmutableRule, Rule
 from pdsno.changes.executors import ExecutorSettings
-from pdsno.errors import ConfigError, ReasonCode
+from pdsno.config.ids import SLUG_RE, Role, controller_id_matches, id_form, is_temp_id
+from pdsno.errors import ConfigError
 from pdsno.nib.models import Sensitivity
 
-__all__ = [
-    "CONFIG_ENV_VAR",
-    "DEFAULT_CONFIG_PATH",
-    "DEFAULT_DATA_DIR",
-    "DEFAULT_REST_PORTS",
-    "ENV_PREFIX",
-    "MQTT_PORT_PLAIN",
-    "MQTT_PORT_TLS",
-    "ControllerConfig",
-    "ControllerSection",
-    "LoggingSection",
-    "MQTTSection",
-    "NIBSection",
-    "ParentSection",
-    "PolicyContent",
-    "RestSection",
-    "RetentionSection",
-    "Role",
-    "SecuritySection",
-    "TLSSection",
-    "assigned_controller_id",
-    "controller_id_matches",
-    "example_config_path",
-    "load_config",
-    "parse_config",
-    "redact_dsn",
-]
-
-ENV_PREFIX: Final = "PDSNO_"
-CONFIG_ENV_VAR: Final = "PDSNO_CONFIG"
-"""Names the configuration file (read by the CLI); never treated as an override."""
 DEFAULT_CONFIG_PATH: Final = Path("/etc/pdsno/controller.yml")
 DEFAULT_DATA_DIR: Final = Path("/var/lib/pdsno")
 MQTT_PORT_PLAIN: Final = 1883
 MQTT_PORT_TLS: Final = 8883
 
 
-class Role(StrEnum):
-    """The controller's tier in the hierarchy (reference-design §1)."""
-
-    GLOBAL = "global"
-    REGIONAL = "regional"
-    LOCAL = "local"
-
-
 DEFAULT_REST_PORTS: Final[Mapping[Role, int]] = {Role.GLOBAL: 8001, Role.REGIONAL: 8002, Role.LOCAL: 8100}
 """REST port when ``rest.port`` is not set (decisions C13: dev defaults GC 8001, RC 8002+, LC 8100+)."""
-
-# --------------------------------------------------------------------------------------------------
-# controller ids (decisions C10)
-
-_SLUG_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
-_SERIAL: Final = r"[1-9][0-9]*"
-_TEMP_ID_RE: Final = re.compile(r"temp-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_ID_PREFIX: Final[Mapping[Role, str]] = {
-    Role.GLOBAL: "global_cntl",
-    Role.REGIONAL: "regional_cntl",
-    Role.LOCAL: "local_cntl",
-}
-
-
-def _id_form(role: Role, region: str | None) -> str:
-    if role is Role.GLOBAL:
-        return "global_cntl_<n>"
-    return f"{_ID_PREFIX[role]}_{region}_<n>"
-
-
-def _is_temp_id(controller_id: str) -> bool:
-    return _TEMP_ID_RE.fullmatch(controller_id) is not None
-
-
-def controller_id_matches(
-    controller_id: str, role: Role, region: str | None, *, allow_temp: bool = True
-) -> bool:
-    """True if ``controller_id`` is a valid id for a controller of ``role`` in ``region``.
-
-    Assigned ids are ``global_cntl_<n>``, ``regional_cntl_<region>_<n>`` and ``local_cntl_<region>_<n>``
-    (``n`` >= 1, no leading zero); a controller that has not been admitted yet uses ``temp-<uuid4>``.
-    """
-    if allow_temp and _is_temp_id(controller_id):
-        return True
-    if role is Role.GLOBAL:
-        pattern = f"global_cntl_{_SERIAL}"
-    else:
-        if region is None:
-            return False
-        pattern = f"{_ID_PREFIX[role]}_{re.escape(region)}_{_SERIAL}"
-    return re.fullmatch(pattern, controller_id) is not None
-
-
-def assigned_controller_id(role: Role, region: str | None, n: int) -> str:
-    """The id a validator assigns to the ``n``-th controller of ``role`` in ``region`` (decisions C10)."""
-    if n < 1:
-        raise ValueError("controller serial numbers start at 1")
-    if role is Role.GLOBAL:
-        return f"global_cntl_{n}"
-    if region is None or _SLUG_RE.fullmatch(region) is None:
-        raise ValueError(f"a {role} controller id needs a valid region slug, got {region!r}")
-    return f"{_ID_PREFIX[role]}_{region}_{n}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,7 +77,7 @@ RESERVED_REGIONS = frozenset({"global", "system"})
 
 
 def _check_slug(value: str) -> str:
-    if _SLUG_RE.fullmatch(value) is None:
+    if SLUG_RE.fullmatch(value) is None:
         raise ValueError(
             "must be 1 to 63 characters, letters, digits, '_' or '-', starting with a letter or a digit"
         )
@@ -260,7 +152,7 @@ class ControllerSection(_Section):
     @property
     def is_temporary(self) -> bool:
         """True while the controller still uses its pre-admission ``temp-<uuid>`` id."""
-        return _is_temp_id(self.id)
+        return is_temp_id(self.id)
 
     @model_validator(mode="after")
     def _check_hierarchy(self) -> ControllerSection:
@@ -284,7 +176,7 @@ class ControllerSection(_Section):
                         (
                             "parent.id",
                             f"{self.parent.id!r} is not a {parent_role} controller id of the form "
-                            f"{_id_form(parent_role, self.region)}",
+                            f"{id_form(parent_role, self.region)}",
                         )
                     )
         if (role is Role.GLOBAL or self.region is not None) and not controller_id_matches(
@@ -294,7 +186,7 @@ class ControllerSection(_Section):
                 (
                     "id",
                     f"{self.id!r} is not a valid {role} controller id: expected "
-                    f"{_id_form(role, self.region)} or, before admission, temp-<uuid4>",
+                    f"{id_form(role, self.region)} or, before admission, temp-<uuid4>",
                 )
             )
         if problems:
@@ -710,348 +602,3 @@ def redact_dsn(dsn: str) -> str:
 def example_config_path() -> Path:
     """The commented example configuration shipped with the package."""
     return Path(str(resources.files("pdsno").joinpath("examples", "controller.yml")))
-
-
-# --------------------------------------------------------------------------------------------------
-# YAML
-
-
-class StrictLoader(yaml.SafeLoader):
-    """Safe loader that refuses duplicate keys (the last one would silently win)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[Hashable] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                continue
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def yaml_error(source: str, exc: yaml.YAMLError) -> ConfigError:
-    """A YAML syntax error as a one-line ConfigError naming the file, line and column."""
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        line, column = exc.problem_mark.line + 1, exc.problem_mark.column + 1
-        problem = exc.problem or "syntax error"
-        reason = f"invalid YAML: {problem}"
-        return ConfigError(
-            f"{source}: line {line}, column {column}: {reason}",
-            file=source,
-            errors=[{"key": "", "reason": reason, "line": line, "column": column}],
-        )
-    reason = f"invalid YAML: {exc}"
-    return ConfigError(f"{source}: {reason}", file=source, errors=[{"key": "", "reason": reason}])
-
-
-# --------------------------------------------------------------------------------------------------
-# schema walking (environment overrides, suggestions)
-
-
-def _unwrap(annotation: Any) -> list[Any]:
-    """The member types of an annotation, Annotated and Optional/Union unwrapped, NoneType kept."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _unwrap(get_args(annotation)[0])
-    if origin is Union or origin is types.UnionType:
-        members: list[Any] = []
-        for arg in get_args(annotation):
-            members.extend(_unwrap(arg))
-        return members
-    return [annotation]
-
-
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    for member in _unwrap(annotation):
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            return member
-    return None
-
-
-def _is_textual(annotation: Any) -> bool:
-    """True if every non-None member of the annotation takes text (str, Path, enum or string Literal)."""
-    members = [m for m in _unwrap(annotation) if m is not type(None)]
-    for member in members:
-        if get_origin(member) is Literal:
-            if not all(isinstance(arg, str) for arg in get_args(member)):
-                return False
-        elif not (isinstance(member, type) and issubclass(member, str | Path)):
-            return False
-    return bool(members)
-
-
-def _allows_none(annotation: Any) -> bool:
-    return type(None) in _unwrap(annotation)
-
-
-def _model_at(path: Sequence[str | int]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = ControllerConfig
-    for part in path:
-        if model is None or not isinstance(part, str) or part not in model.model_fields:
-            return None
-        model = _submodel(model.model_fields[part].annotation)
-    return model
-
-
-def _suggest(name: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    return f"; valid keys here: {', '.join(choices)}"
-
-
-def _env_scalar(raw: str, annotation: Any) -> Any:
-    """Turn an environment value into what the YAML file would have held for that key."""
-    if _is_textual(annotation):
-        if raw.strip() in ("", "~", "null", "Null", "NULL") and _allows_none(annotation):
-            return None
-        return raw
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return raw
-
-
-_SECTIONS: Final = tuple(ControllerConfig.model_fields)
-
-
-def _apply_env(
-    data: dict[str, Any], environ: Mapping[str, str]
-) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """Apply ``PDSNO_*`` overrides to ``data`` in place; return {dotted key: variable} and the problems."""
-    origins: dict[str, str] = {}
-    problems: list[dict[str, Any]] = []
-
-    def refuse(key: str, var: str, reason: str) -> None:
-        problems.append({"key": key, "reason": f"{reason} (environment variable {var})", "env": var})
-
-    for var in sorted(environ):
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV_VAR:
-            continue
-        rest = var[len(ENV_PREFIX) :]
-        if "__" not in rest:
-            lowered = rest.lower()
-            section = next((s for s in _SECTIONS if lowered == s or lowered.startswith(s + "_")), None)
-            if section is not None:
-                hint = f"{ENV_PREFIX}{section.upper()}__{rest[len(section) + 1 :] or 'KEY'}"
-                refuse(lowered, var, f"not a valid override name; levels are separated by '__', e.g. {hint}")
-            continue  # some other PDSNO_* variable, not ours
-        parts = rest.lower().split("__")
-        dotted = ".".join(parts)
-        if not all(parts):
-            refuse(dotted, var, "not a valid override name (empty level between '__')")
-            continue
-
-        model: type[BaseModel] | None = ControllerConfig
-        annotation: Any = None
-        walked: list[str] = []
-        ok = True
-        for index, part in enumerate(parts):
-            if model is None:
-                refuse(dotted, var, f"{'.'.join(walked)} is a value, not a section")
-                ok = False
-                break
-            if part not in model.model_fields:
-                where = f"in section {'.'.join(walked)}" if walked else "at the top level"
-                hint = _suggest(part, tuple(model.model_fields))
-                refuse(dotted, var, f"unknown key {part!r} {where}{hint}")
-                ok = False
-                break
-            annotation = model.model_fields[part].annotation
-            walked.append(part)
-            model = _submodel(annotation)
-            if index == len(parts) - 1 and model is not None:
-                refuse(dotted, var, f"{dotted} is a section; override its keys one by one")
-                ok = False
-        if not ok:
-            continue
-
-        node: dict[str, Any] = data
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = {}
-            elif isinstance(child, Mapping):
-                child = dict(child)
-            else:
-                refuse(dotted, var, f"{'.'.join(parts[: depth + 1])} in the file is not a mapping")
-                ok = False
-                break
-            node[part] = child
-            node = child
-        if not ok:
-            continue
-        node[parts[-1]] = _env_scalar(environ[var], annotation)
-        origins[dotted] = var
-    return origins, problems
-
-
-# --------------------------------------------------------------------------------------------------
-# errors
-
-_SENSITIVE: Final = ("dsn", "password")
-
-
-def dotted_key(loc: Sequence[str | int]) -> str:
-    """A validation error location as the dotted key an operator writes (``rest.tls.cert``)."""
-    out = ""
-    for part in loc:
-        if not out:
-            out = str(part)
-        else:
-            out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "nothing (null)"
-    return f"a {type(value).__name__}"
-
-
-def _reason(err: ErrorDetails, key: str) -> str:
-    kind = err["type"]
-    value = err.get("input")
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "extra_forbidden":
-        loc = err["loc"]
-        model = _model_at(loc[:-1])
-        name = str(loc[-1])
-        return "unknown key" + (_suggest(name, tuple(model.model_fields)) if model else "")
-    if kind == "invalid_key":
-        return "keys must be strings"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"must be a mapping (a YAML section), got {_kind(value)}"
-    msg = err["msg"]
-    if kind == "value_error":
-        msg = msg.removeprefix("Value error, ")
-    msg = msg[:1].lower() + msg[1:]
-    if kind == "string_type" and isinstance(value, bool | int | float):
-        msg += "; quote the value in YAML"
-    if isinstance(value, str | int | float | bool) and not any(s in key for s in _SENSITIVE):
-        shown = repr(value)
-        msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
-    return msg
-
-
-def _problems_of(exc: ValidationError, origins: Mapping[str, str]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        error = (err.get("ctx") or {}).get("error")
-        if isinstance(error, _Problems):
-            items = [(dotted_key((*loc, *rel.split("."))), reason) for rel, reason in error.problems]
-        else:
-            key = dotted_key(loc)
-            items = [(key, _reason(err, key))]
-        for key, reason in items:
-            problem: dict[str, Any] = {"key": key, "reason": reason}
-            var = origins.get(key)
-            if var is not None:
-                problem["reason"] = f"{reason} (set by environment variable {var})"
-                problem["env"] = var
-            out.append(problem)
-    return out
-
-
-def _raise(source: str, problems: list[dict[str, Any]]) -> NoReturn:
-    first = problems[0]
-    message = f"{source}: {first['key'] or '(top level)'}: {first['reason']}"
-    if len(problems) > 1:
-        more = len(problems) - 1
-        message += f" (and {more} more problem{'s' if more > 1 else ''})"
-    raise ConfigError(message, code=ReasonCode.CONFIG_INVALID, file=source, errors=problems)
-
-
-# --------------------------------------------------------------------------------------------------
-# entry points
-
-
-def parse_config(
-    data: Any,
-    *,
-    source: str = "<config>",
-    environ: Mapping[str, str] | None = None,
-    base_dir: str | Path | None = None,
-) -> ControllerConfig:
-    """Validate an already parsed document (what ``yaml.safe_load`` returned) plus environment overrides.
-
-    ``source`` names the document in messages; ``base_dir`` anchors relative paths; ``environ`` defaults to
-    ``os.environ`` (pass ``{}`` to ignore the environment). Raises :class:`ConfigError`.
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        reason = f"the top level must be a mapping of sections, got {_kind(data)}"
-        _raise(source, [{"key": "", "reason": reason}])
-    document = dict(data)
-    origins, problems = _apply_env(document, os.environ if environ is None else environ)
-    context = {"base_dir": Path(base_dir)} if base_dir is not None else {}
-    try:
-        config = ControllerConfig.model_validate(document, context=context)
-    except ValidationError as exc:
-        problems.extend(_problems_of(exc, origins))
-        _raise(source, problems)
-    if problems:
-        _raise(source, problems)
-    return config
-
-
-def _not_found(source: str, reason: str) -> ConfigError:
-    return ConfigError(
-        f"{source}: {reason}",
-        code=ReasonCode.CONFIG_NOT_FOUND,
-        file=source,
-        errors=[{"key": "", "reason": reason}],
-    )
-
-
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ControllerConfig:
-    """Read, validate and return the controller configuration in ``path``.
-
-    ``environ`` (default ``os.environ``) supplies the ``PDSNO_<SECTION>__<KEY>`` overrides.
-    Raises :class:`ConfigError` (``CONFIG_NOT_FOUND`` or ``CONFIG_INVALID``) with a one-line message.
-    """
-    file = Path(path)
-    source = str(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _not_found(source, "no such file") from None
-    except IsADirectoryError:
-        raise _not_found(source, "is a directory, not a file") from None
-    except PermissionError:
-        raise _not_found(source, "permission denied") from None
-    except UnicodeDecodeError as exc:
-        reason = f"not UTF-8 text (bad byte at offset {exc.start})"
-        raise ConfigError(
-            f"{source}: {reason}", file=source, errors=[{"key": "", "reason": reason}]
-        ) from None
-    except OSError as exc:
-        raise _not_found(source, f"cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
-    except yaml.YAMLError as exc:
-        raise yaml_error(source, exc) from None
-    if data is None:
-        _raise(source, [{"key": "", "reason": "the file is empty; it needs at least a controller section"}])
-    config = parse_config(data, source=source, environ=environ, base_dir=file.absolute().parent)
-    config._source = file.absolute()
-    return config
