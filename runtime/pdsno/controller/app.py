@@ -22,6 +22,7 @@ from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.messaging.envelope import Envelope, MessageRejected, MessageType
 from pdsno.messaging.messages import ChallengeResponse
 from pdsno.messaging.verify import Verifier
+from pdsno.metrics import CONTENT_TYPE, ControllerMetrics
 from pdsno.nbi.auth import AuthError
 from pdsno.nbi.changes import router as changes_router
 from pdsno.nbi.policy import router as policy_router
@@ -90,6 +91,9 @@ class Node(Protocol):
 
     @property
     def mqtt_connected(self) -> bool: ...
+
+    @property
+    def mqtt_outbox_depth(self) -> int: ...
 
 
 def _error(code: ReasonCode, message: str, status: int) -> JSONResponse:
@@ -177,6 +181,19 @@ def build_app(node: Node, *, require_client_certificate: bool = False) -> FastAP
                 "deployment CA",
                 code=code,
             )
+
+    metrics = ControllerMetrics()
+
+    @app.get("/metrics", tags=["monitoring"])
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics, for a scraper that shows a certificate from the deployment CA: the same
+        mutual TLS as East/West, so every controller (not only the GC with its operators) can be scraped."""
+        if client_certificate(request.scope) is None:
+            raise MessageRejected(
+                "/metrics takes only scrapers with a TLS client certificate from the deployment CA",
+                code=ReasonCode.CLIENT_CERTIFICATE_REQUIRED,
+            )
+        return Response(await metrics.render(node), media_type=CONTENT_TYPE)
 
     @app.post(MESSAGES_PATH, tags=["east-west"])
     async def receive(request: Request) -> Response:

@@ -159,6 +159,10 @@ class ControllerNode:
     def mqtt_connected(self) -> bool:
         return self._mqtt is not None and self._mqtt.connected
 
+    @property
+    def mqtt_outbox_depth(self) -> int:
+        return self._mqtt.pending() if self._mqtt is not None else 0
+
     def own_public_keys(self) -> dict[str, Ed25519PublicKey]:
         """The keys this controller signs its audit events with, from its key file (not its NIB)."""
         return dict.fromkeys({self.config.controller.id, self.controller_id}, self._key.public_key())
