@@ -3,10 +3,12 @@ that no secret is ever printed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from pdsno.errors import PdsnoError
-from pdsno.snmp import SnmpCredentials, SnmpV3Credential
+from pdsno.errors import ConfigError, PdsnoError
+from pdsno.snmp import SnmpCredentials, SnmpV3Credential, read_secret_lines
 
 
 def test_snmpv3_credential_parsing() -> None:
@@ -26,3 +28,17 @@ def test_snmpv3_credential_parsing() -> None:
     ):
         with pytest.raises(PdsnoError):
             SnmpV3Credential.parse(bad)
+
+
+def test_secret_lines_skip_blanks_and_comments_and_name_the_key(tmp_path: Path) -> None:
+    secrets = tmp_path / "communities"
+    secrets.write_text(
+        "# lab communities\n  public  \n\n    # indented comment\nops-write\n", encoding="utf-8"
+    )
+    assert read_secret_lines(secrets, "discovery.snmp_communities_file") == ["public", "ops-write"]
+    with pytest.raises(ConfigError, match=r"discovery\.snmp_v3_file .*missing: No such file"):
+        read_secret_lines(tmp_path / "missing", "discovery.snmp_v3_file")
+    secrets.write_bytes(b"public\n\xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8") as caught:
+        read_secret_lines(secrets, "changes.snmp_write_communities_file")
+    assert "public" not in str(caught.value)

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from pdsno.canonical import utcnow
@@ -19,7 +18,7 @@ from pdsno.controller.uplink import Peers
 from pdsno.controller.upward import Receipts, Upward, Via, ack_key
 from pdsno.discovery import SnmpCredentials, SnmpV3Credential, scan
 from pdsno.discovery.scanner import ScanResult
-from pdsno.errors import ConfigError, PdsnoError, ReasonCode
+from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.inventory.cycle import CycleOutcome, run_cycle
 from pdsno.inventory.intake import GlobalIntake, RegionalIntake
 from pdsno.messaging.envelope import Envelope, MessageRejected, MessageType
@@ -27,6 +26,7 @@ from pdsno.messaging.messages import DiscoveryReport, DiscoveryReportAck, Discov
 from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import ControllerRole, ControllerStatus, Decision, Event, EventDraft
 from pdsno.nib.store import NIBStore
+from pdsno.snmp import read_secret_lines
 from pdsno.transport import topics
 from pdsno.transport.mqtt import MqttLink
 from pdsno.transport.upward import PendingMessage
@@ -34,23 +34,17 @@ from pdsno.transport.upward import PendingMessage
 log = logging.getLogger(__name__)
 
 
-def _lines(path: Path | None) -> list[str]:
-    if path is None:
-        return []
-    try:
-        return [
-            line.strip()
-            for line in path.read_text().splitlines()
-            if line.strip() and not line.startswith("#")
-        ]
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
-
-
 def snmp_credentials(config: ControllerConfig) -> SnmpCredentials:
     discovery = config.discovery
-    communities = _lines(discovery.snmp_communities_file)
-    v3 = [SnmpV3Credential.parse(line) for line in _lines(discovery.snmp_v3_file)]
+    communities_file, v3_file = discovery.snmp_communities_file, discovery.snmp_v3_file
+    communities = (
+        read_secret_lines(communities_file, "discovery.snmp_communities_file") if communities_file else []
+    )
+    v3 = (
+        [SnmpV3Credential.parse(line) for line in read_secret_lines(v3_file, "discovery.snmp_v3_file")]
+        if v3_file
+        else []
+    )
     return SnmpCredentials(communities=tuple(communities or ([] if v3 else ["public"])), v3=tuple(v3))
 
 

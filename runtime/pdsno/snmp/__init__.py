@@ -5,7 +5,13 @@ reads and sets through the v3 client's engine.
 pysnmp is imported on first use only, not with this package.
 """
 
-from pdsno.snmp.credentials import AUTH_PROTOCOLS, PRIV_PROTOCOLS, SnmpCredentials, SnmpV3Credential
+from pdsno.snmp.credentials import (
+    AUTH_PROTOCOLS,
+    PRIV_PROTOCOLS,
+    SnmpCredentials,
+    SnmpV3Credential,
+    read_secret_lines,
+)
 from pdsno.snmp.errors import SnmpAuthFailure, SnmpFailure, SnmpNoAgent, SnmpPduError, SnmpTimeout
 from pdsno.snmp.sessions import BulkSession, V2cSession, V3Session
 from pdsno.snmp.v2c import Reply, RequestKind, TimeoutEstimator, V2cCodec, V2cTransport, v2c_codec
@@ -36,6 +42,7 @@ __all__ = [
     "Value",
     "hlapi",
     "new_engine",
+    "read_secret_lines",
     "timed_out",
     "usm_user",
     "v2c_codec",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.errors import ConfigError, PdsnoError, ReasonCode
 
 AUTH_PROTOCOLS = ("md5", "sha", "sha224", "sha256", "sha384", "sha512")
 PRIV_PROTOCOLS = ("des", "3des", "aes", "aes192", "aes256", "aes192c", "aes256c", "none")
@@ -72,3 +73,20 @@ class SnmpCredentials:
     @property
     def empty(self) -> bool:
         return not self.communities and not self.v3
+
+
+def read_secret_lines(path: Path, what: str) -> list[str]:
+    """The credentials in a secrets file, one a line (a community, or ``USER:AUTHPASS:PRIVPASS``).
+
+    Blank lines and lines starting with ``#`` (after indentation) are skipped; surrounding blanks are
+    stripped. ``what`` names the configuration key in the error (:class:`ConfigError`) when the file cannot
+    be read; the error never holds the file's content.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    stripped = (line.strip() for line in text.splitlines())
+    return [line for line in stripped if line and not line.startswith("#")]

@@ -44,14 +44,6 @@ class ExecutorSettings(BaseModel):
     """One ``ansible-playbook`` run, at most."""
 
 
-def _lines(path: Path, what: str) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PdsnoError(f"{what} {path}: {exc.strerror or exc}", code=ReasonCode.CONFIG_INVALID) from None
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-
 def _inventory_vars(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -77,15 +69,18 @@ def build_executor(name: str, settings: ExecutorSettings) -> Executor:
     """The executor a payload names (``PdsnoError`` ``INVALID_REQUEST`` for an unknown one)."""
     if name == "snmp":
         from pdsno.changes.executors.snmp import SnmpExecutor
-        from pdsno.snmp import SnmpCredentials, SnmpV3Credential
+        from pdsno.snmp import SnmpCredentials, SnmpV3Credential, read_secret_lines
 
         communities = (
-            _lines(settings.snmp_write_communities_file, "snmp_write_communities_file")
+            read_secret_lines(settings.snmp_write_communities_file, "snmp_write_communities_file")
             if settings.snmp_write_communities_file
             else []
         )
         users = (
-            [SnmpV3Credential.parse(line) for line in _lines(settings.snmp_v3_file, "snmp_v3_file")]
+            [
+                SnmpV3Credential.parse(line)
+                for line in read_secret_lines(settings.snmp_v3_file, "snmp_v3_file")
+            ]
             if settings.snmp_v3_file
             else []
         )
