@@ -118,6 +118,8 @@ class GlobalChanges:
             tier in (Sensitivity.MEDIUM, Sensitivity.HIGH)
             and request.executor != "snmp"
             and not request.rollback
+            # undoing runs what the original's plan named, already approved with it
+            and rollback_target(request.payload) is None
         ):
             raise PdsnoError(f"a {tier.value} {request.executor} change needs a rollback payload",
                              code=ReasonCode.INVALID_REQUEST)  # fmt: skip
