@@ -447,6 +447,35 @@ def _small() -> Topology:
     return parse_topology(data, source="small")
 
 
+def _runit_service_over_ssh(lab: Lab, host: str) -> list[int]:
+    """A runsvdir started over ssh in ``host`` (detached, like a deployed one) supervising one service:
+    the PIDs of runsvdir, runsv and the service once it runs."""
+    base = lab.state_dir / "deploy" / host / "runit"
+    (base / "sv" / "sleeper").mkdir(parents=True)
+    (base / "service").mkdir()
+    run = base / "sv" / "sleeper" / "run"
+    run.write_text("#!/bin/sh\nexec sleep 600\n")
+    run.chmod(0o755)
+    (base / "service" / "sleeper").symlink_to(base / "sv" / "sleeper")
+    start = (
+        f"start-stop-daemon --start --background --make-pidfile --pidfile {base}/runsvdir.pid"
+        f" --exec /usr/bin/runsvdir -- -P {base}/service"
+    )
+    subprocess.run(lab.ssh_argv(host, start), check=True, timeout=20, capture_output=True)
+    deadline = time.monotonic() + 20
+    status = ""
+    while time.monotonic() < deadline and not status.startswith("run:"):
+        status = subprocess.run(["sv", "status", str(run.parent)], capture_output=True, text=True).stdout
+        time.sleep(0.2)
+    assert status.startswith("run:"), status
+    service = int((run.parent / "supervise" / "pid").read_text())  # runsv writes its child's PID there
+    return [int((base / "runsvdir.pid").read_text()), _parent(service), service]
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 @needs_root
 def test_down_leaves_nothing_behind_even_without_state(tmp_path: Path) -> None:
     prefix = "pdlu-"
@@ -454,6 +483,8 @@ def test_down_leaves_nothing_behind_even_without_state(tmp_path: Path) -> None:
     try:
         pids = [p for p in (lab.daemon_pid("d1"), lab.daemon_pid("gc-1"), lab.daemon_pid("lc-1")) if p]
         assert len(pids) == 3
+        pids += _runit_service_over_ssh(lab, "gc-1")  # as the pdsno_service role runs a deployed service
+        assert len(pids) == 6
         assert all(process_alive(p) for p in pids)
         (lab.state_dir / "state.json").unlink()  # as after a crash
         assert Lab.status(lab.state_dir, prefix=prefix)["state"] == "leftovers"

@@ -53,6 +53,7 @@ from pdsno.lab.system import (
     process_alive,
     run,
     spawn_detached,
+    supervisors_of,
     tcp_listening,
     thread_in_netns,
     udp_listening,
@@ -1162,7 +1163,9 @@ def _teardown(state_dir: Path, prefix: str, state: LabState | None) -> dict[str,
         pids |= set(pids_of_lab(state_dir))
         if not pids:
             break
-        killed |= set(kill_pids(pids))
+        supervisors = supervisors_of(pids)
+        killed |= set(kill_pids(supervisors))
+        killed |= set(kill_pids(pids - supervisors))
     ip_batch([f"netns del {ns}" for ns in namespaces], force=True)
     left = [ns for ns in namespaces if ns in list_netns()]
     if left:

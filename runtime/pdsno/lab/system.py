@@ -142,6 +142,15 @@ def pids_of_lab(state_dir: Path) -> list[int]:
     return out
 
 
+SUPERVISORS = frozenset({"runsvdir", "runsv"})
+"""Process names of the supervisor deployed services run under in the lab (runit, roles/pdsno_service)."""
+
+
+def supervisors_of(pids: Iterable[int]) -> set[int]:
+    """Those of ``pids`` that are supervisors: ended before the rest, since a live one restarts its child."""
+    return {pid for pid in pids if (state := process_state(pid)) is not None and state[0] in SUPERVISORS}
+
+
 def process_state(pid: int) -> tuple[str, str] | None:
     """``(comm, state letter)`` of a process, or ``None`` if there is no such process."""
     try:
