@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # Copyright: PDSNO maintainers
 # Apache License 2.0 (see LICENSE)
 """Set a device's SNMP system group through net-snmp's command-line tools."""
