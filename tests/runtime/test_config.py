@@ -546,3 +546,15 @@ def test_regions_that_clash_with_mqtt_topics_are_refused(tmp_path: Path, region:
     with pytest.raises(ConfigError) as refused:
         load_config(path, environ={})
     assert "controller.region" in str(refused.value) and "reserved" in str(refused.value)
+
+
+def test_env_list_values_are_json(tmp_path: Path) -> None:
+    config = load(tmp_path, LOCAL, {"PDSNO_DISCOVERY__SUBNETS": '["198.18.7.0/24", "198.18.8.0/25"]'})
+    assert [str(net) for net in config.discovery.subnets] == ["198.18.7.0/24", "198.18.8.0/25"]
+
+
+def test_env_list_value_that_is_not_json_names_the_variable(tmp_path: Path) -> None:
+    err = refused(tmp_path, LOCAL, {"PDSNO_DISCOVERY__SUBNETS": "198.18.7.0/24,"})
+    assert keys(err) == ["discovery.subnets"]
+    assert err.details["errors"][0]["env"] == "PDSNO_DISCOVERY__SUBNETS"
+    assert "not a valid value" in err.details["errors"][0]["reason"]

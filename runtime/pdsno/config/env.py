@@ -1,13 +1,16 @@
-"""``PDSNO_<SECTION>__<KEY>`` environment overrides of the configuration file."""
+"""``PDSNO_<SECTION>__<KEY>`` environment overrides of the configuration file.
+
+pydantic-settings reads each variable into the nested document it stands for; this module first checks
+the name against the schema (so a typo is refused with a "did you mean", not ignored) and records which
+variable set which key, so that a bad value is reported with the variable that set it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Final, Literal, get_args, get_origin
+from typing import Any, Final, Optional
 
-import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
 from pdsno.config.problems import _submodel, _suggest, _unwrap
 from pdsno.config.schema import ControllerConfig
@@ -17,35 +20,71 @@ CONFIG_ENV_VAR: Final = "PDSNO_CONFIG"
 """Names the configuration file (read by the CLI); never treated as an override."""
 
 
-def _is_textual(annotation: Any) -> bool:
-    """True if every non-None member of the annotation takes text (str, Path, enum or string Literal)."""
-    members = [m for m in _unwrap(annotation) if m is not type(None)]
-    for member in members:
-        if get_origin(member) is Literal:
-            if not all(isinstance(arg, str) for arg in get_args(member)):
-                return False
-        elif not (isinstance(member, type) and issubclass(member, str | Path)):
-            return False
-    return bool(members)
-
-
 def _allows_none(annotation: Any) -> bool:
     return type(None) in _unwrap(annotation)
 
 
-def _env_scalar(raw: str, annotation: Any) -> Any:
-    """Turn an environment value into what the YAML file would have held for that key."""
-    if _is_textual(annotation):
-        if raw.strip() in ("", "~", "null", "Null", "NULL") and _allows_none(annotation):
-            return None
-        return raw
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return raw
+_NULLS: Final = frozenset({"", "~", "null", "Null", "NULL"})
+
+
+class _EnvLayer(BaseSettings):
+    """How pydantic-settings names and nests overrides: ``PDSNO_`` then the dotted key with ``__``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False)
+
+
+# The sections of the schema as optional fields: the layer is only read from, never validated (the file's
+# document, overrides merged in, is validated once by ControllerConfig).
+_OVERRIDABLE: Final[dict[str, Any]] = {
+    name: (Optional[info.annotation], None)  # noqa: UP045 - the annotation is a runtime value
+    for name, info in ControllerConfig.model_fields.items()
+}
+_Overrides: Final = create_model("_Overrides", __base__=_EnvLayer, **_OVERRIDABLE)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(_Overrides)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._environ.items()}
+
+
+def _override(var: str, raw: str, annotation: Any) -> dict[str, Any]:
+    """One variable as the nested document pydantic-settings reads from it (JSON for lists and mappings).
+
+    An empty value (or ``null``, ``~``) clears an optional key, as in YAML. Raises SettingsError.
+    """
+    if raw.strip() in _NULLS and _allows_none(annotation):
+        parts = var[len(ENV_PREFIX) :].lower().split("__")
+        tree: dict[str, Any] = {parts[-1]: None}
+        for part in reversed(parts[:-1]):
+            tree = {part: tree}
+        return tree
+    return _MappingEnvSource({var: raw})()
+
+
+def _merge(into: dict[str, Any], override: Mapping[str, Any], at: str = "") -> str | None:
+    """Deep-merge ``override`` into ``into`` in place; the dotted key that is not a mapping in the file, if any."""
+    for key, value in override.items():
+        here = f"{at}.{key}" if at else key
+        if not isinstance(value, Mapping):
+            into[key] = value
+            continue
+        child = into.get(key)
+        if child is None:
+            child = {}
+        elif not isinstance(child, Mapping):
+            return here
+        child = dict(child)
+        into[key] = child
+        clash = _merge(child, value, here)
+        if clash is not None:
+            return clash
+    return None
 
 
 _SECTIONS: Final = tuple(ControllerConfig.model_fields)
@@ -102,21 +141,14 @@ def _apply_env(
         if not ok:
             continue
 
-        node: dict[str, Any] = data
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = {}
-            elif isinstance(child, Mapping):
-                child = dict(child)
-            else:
-                refuse(dotted, var, f"{'.'.join(parts[: depth + 1])} in the file is not a mapping")
-                ok = False
-                break
-            node[part] = child
-            node = child
-        if not ok:
+        try:
+            override = _override(var, environ[var], annotation)
+        except SettingsError as exc:
+            refuse(dotted, var, f"not a valid value: {exc.__cause__ or exc}")
             continue
-        node[parts[-1]] = _env_scalar(environ[var], annotation)
+        clash = _merge(data, override)
+        if clash is not None:
+            refuse(dotted, var, f"{clash} in the file is not a mapping")
+            continue
         origins[dotted] = var
     return origins, problems
