@@ -37,6 +37,7 @@ APT_PACKAGES=(
     snmpd              # one net-snmp agent per simulated SNMP device
     snmp               # snmpget / snmpwalk (net-snmp tools)
     openssh-server     # sshd per controller host
+    runit              # runsvdir/runsv: restart deployed services where systemd does not run (the lab)
     openssh-client     # ssh (Ansible's connection)
     netcat-openbsd     # nc: ssh's ProxyCommand into the management namespace
     iputils-ping       # ping

@@ -7,7 +7,8 @@
 # a configuration change (playbooks/lab_changes.yml: sysLocation of one device through
 # playbooks/change.yml, executed, read back with snmpget from its Local controller's namespace, rolled
 # back, read back again; a MEDIUM change approved by a second operator (four-eyes), a HIGH one
-# escalated to the GC and approved there; one through the ansible executor, a playbook the LC runs).
+# escalated to the GC and approved there; one through the ansible executor, a playbook the LC runs),
+# then kill a controller and the broker with SIGKILL and see their supervisor (runit) start them again.
 # The lab stays up at the end so you can explore it; the last lines say how. Needs root (namespaces).
 #
 #   ./scripts/demo.sh                     # DEMO_SECOND_DEPLOY=0 skips the second deploy
@@ -86,6 +87,11 @@ fi
 # changes.log.
 step timed ansible-playbook "${INVENTORY[@]}" playbooks/lab_changes.yml | tee "$DEMO/changes.log" |
     sed -n -e '/Show the changes with the values snmpget read/,/^PLAY RECAP/{/^PLAY RECAP/!p}' -e '/^([0-9]* s)$/p'
+
+# Supervision: a controller and the broker killed with SIGKILL are started again by runit, and the GC
+# hears every controller's heartbeat afterwards.
+step timed ansible-playbook "${INVENTORY[@]}" playbooks/lab_restart.yml | tee "$DEMO/restart.log" |
+    grep -E '"msg"|^[(][0-9]+ s[)]$'
 
 GC_IP="$(python -c 'import sys, yaml; inv = yaml.safe_load(open(sys.argv[1]))
 print(next(iter(inv["all"]["children"]["controllers"]["children"]["global"]["hosts"].values()))["ansible_host"])' "$LAB/inventory.yml")"
