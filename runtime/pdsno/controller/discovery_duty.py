@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pdsno.inventory.intake import GlobalIntake, RegionalIntake
 from pdsno.messaging.envelope import Envelope, MessageRejected, MessageType
 from pdsno.messaging.messages import DiscoveryReport, DiscoveryReportAck, DiscoveryRequest, DiscoverySummary
 from pdsno.messaging.verify import Verifier
+from pdsno.metrics import runtime_counts
 from pdsno.nib.models import ControllerRole, ControllerStatus, Decision, Event, EventDraft
 from pdsno.nib.store import NIBStore
 from pdsno.snmp import read_secret_lines
@@ -82,12 +84,15 @@ class LocalDiscovery:
 
     async def once(self, trigger: str = "SCHEDULED", request_id: str | None = None) -> CycleOutcome:
         async with self._lock:  # one cycle at a time, whoever triggers it
+            started = time.monotonic()
             outcome = await run_cycle(
                 self._store, self._scan, lc_id=self._me, region=self._region,
                 subnets=[str(s) for s in self._config.discovery.subnets],
                 missed_cycles_before_inactive=self._policy.content.missed_cycles_before_inactive,
                 request_id=request_id,
             )  # fmt: skip
+            if not outcome.skipped:
+                runtime_counts(self._me).discovery_seconds.observe(time.monotonic() - started)
             for report in outcome.reports:
                 key = ack_key(report.report_id, report.chunk_index)
                 await self._upward.send(MessageType.DISCOVERY_REPORT, report, key)

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pdsno.canonical import canonical_json, utcnow
 from pdsno.messaging.envelope import SCHEMA_VERSION, Envelope, MessageType
 from pdsno.messaging.keys import SigningKey
+from pdsno.metrics import runtime_counts
 
 NONCE_BYTES = 32
 
@@ -67,6 +68,7 @@ def sign_envelope(envelope: Envelope, key: SigningKey) -> Envelope:
     if key.owner_id != envelope.sender_id:
         raise ValueError(f"key {key.key_id} belongs to {key.owner_id}, not to sender {envelope.sender_id}")
     unsigned = envelope.model_copy(update={"key_id": key.key_id, "signature": None})
+    runtime_counts(key.owner_id).signed.labels(envelope.message_type.value).inc()
     return unsigned.model_copy(update={"signature": key.sign(unsigned.signing_bytes())})
 
 

@@ -25,6 +25,7 @@ from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected
 from pdsno.messaging.keys import KeyRing, key_is_current
 from pdsno.messaging.refusal_budget import DEFAULT_PER_MINUTE, RefusalBudget
 from pdsno.messaging.replay import ReplayGuard
+from pdsno.metrics import runtime_counts
 from pdsno.nib.models import Decision, EventDraft
 from pdsno.nib.store import NIBStore
 
@@ -147,6 +148,7 @@ class Verifier:
             details = None if skew_s is None else {"clock_skew_s": skew_s}
             await self.record(error.code, envelope, transport=transport, source=source, details=details)
             raise error
+        runtime_counts(self.self_id).verified.labels(transport).inc()
         return envelope
 
     def _key_refusal(self, envelope: Envelope, signature: str, at: datetime) -> MessageRejected | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 from pdsno.audit.chain import EventSigner, seal
 from pdsno.canonical import canonical_json, utcnow
 from pdsno.errors import AuditError, NIBError, ReasonCode
+from pdsno.metrics import nib_write_histogram
 from pdsno.nib.migrations import MigrationSet
 from pdsno.nib.models import (
     ConfigProposal,
@@ -211,6 +213,7 @@ class SqlNIBStore:
     def __init__(self, db: Database, signer: EventSigner | None = None) -> None:
         self._db = db
         self._signer = signer
+        self.write_seconds = nib_write_histogram()  # served by the controller's /metrics
 
     @property
     def backend(self) -> str:
@@ -222,6 +225,14 @@ class SqlNIBStore:
 
     async def close(self) -> None:
         self._db.close()
+
+    async def _write(self, work: Callable[[Tx], R]) -> R:
+        """``work`` in one write transaction, its latency observed."""
+        started = time.monotonic()
+        try:
+            return await self._db.run(work, write=True)
+        finally:
+            self.write_seconds.observe(time.monotonic() - started)
 
     async def schema_version(self) -> int:
         return await self._db.run(self._db.migrations.current, write=False)
@@ -246,7 +257,7 @@ class SqlNIBStore:
             )
 
     async def migrate(self) -> list[int]:
-        return await self._db.run(self._db.migrations.apply, write=True)
+        return await self._write(self._db.migrations.apply)
 
     async def stats(self) -> dict[str, Any]:
         def work(tx: Tx) -> dict[str, Any]:
@@ -311,7 +322,7 @@ class SqlNIBStore:
 
         if events:
             self._require_signer()
-        return await self._db.run(tx_work, write=True)
+        return await self._write(tx_work)
 
     async def _get(self, table: Table[E], key: str) -> E | None:
         def work(tx: Tx) -> E | None:
@@ -467,7 +478,7 @@ class SqlNIBStore:
                 self._append(tx, drafts, now)
             return batch
 
-        return await self._db.run(work, write=True)
+        return await self._write(work)
 
     async def update_device_status(
         self,
@@ -663,7 +674,7 @@ class SqlNIBStore:
 
     async def append_events(self, drafts: Sequence[EventDraft]) -> list[Event]:
         self._require_signer()
-        return await self._db.run(lambda tx: self._append(tx, drafts, utcnow()), write=True)
+        return await self._write(lambda tx: self._append(tx, drafts, utcnow()))
 
     async def read_events(self, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         def work(tx: Tx) -> list[Event]:
@@ -781,7 +792,7 @@ class SqlNIBStore:
         return await self._db.run(work, write=False)
 
     async def sweep_locks(self, now: datetime | None = None) -> int:
-        return await self._db.run(lambda tx: self._expire_locks(tx, now or utcnow()), write=True)
+        return await self._write(lambda tx: self._expire_locks(tx, now or utcnow()))
 
     # --- discovery reports ------------------------------------------------------------------
 
@@ -819,14 +830,14 @@ class SqlNIBStore:
                 for message_id, sender_id, expires_at in entries
             ]
 
-        return await self._db.run(work, write=True)
+        return await self._write(work)
 
     @staticmethod
     def _sweep_replay_cache(tx: Tx, now: datetime) -> int:
         return tx.execute("DELETE FROM replay_cache WHERE expires_at < :now", {"now": now})
 
     async def sweep_replay_cache(self, now: datetime | None = None) -> int:
-        return await self._db.run(lambda tx: self._sweep_replay_cache(tx, now or utcnow()), write=True)
+        return await self._write(lambda tx: self._sweep_replay_cache(tx, now or utcnow()))
 
     async def put_message_key(
         self, key: MessageKey, *, events: Sequence[EventDraft] = ()
@@ -895,4 +906,4 @@ class SqlNIBStore:
                 ),
             }
 
-        return await self._db.run(work, write=True)
+        return await self._write(work)

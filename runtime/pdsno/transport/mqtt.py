@@ -59,6 +59,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pdsno.config import ControllerConfig
 from pdsno.errors import ConfigError, PdsnoError
 from pdsno.errors import ReasonCode as PdsnoReason
+from pdsno.metrics import runtime_counts
 from pdsno.transport import topics
 from pdsno.transport.outbox import OUTBOX_FILE_NAME, Outbox
 
@@ -208,6 +209,7 @@ class MqttLink:
         self._max_inflight = max_inflight
         self._window = max_inflight
         self._log = {"client_id": client_id, "broker": f"{host}:{port}"}
+        self._redeliveries = runtime_counts(client_id).mqtt_redeliveries  # incremented from both threads
 
         self._outbox = Outbox(outbox_path)
         client = mqtt.Client(
@@ -574,6 +576,7 @@ class MqttLink:
         # paho resends what was unacknowledged on the previous connection; new messages wait behind them.
         self._barrier = set(self._inflight)
         if self._barrier:
+            self._redeliveries.labels("sent").inc(len(self._barrier))
             assert self._loop is not None
             self._loop.call_later(_RESEND_BARRIER_S, self._lift_barrier, self._generation)
         self._pump()
@@ -788,4 +791,6 @@ class MqttLink:
             if message.qos > 0:
                 client.ack(message.mid, message.qos)
             return
+        if message.dup:
+            self._redeliveries.labels("received").inc()
         self._call(self._on_message, topic, bytes(message.payload), message.mid, message.qos)
