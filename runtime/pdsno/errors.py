@@ -97,6 +97,8 @@ class ReasonCode(StrEnum):
     DEVICE_READ_FAILED = "DEVICE_READ_FAILED"
     DEVICE_WRITE_FAILED = "DEVICE_WRITE_FAILED"
     CHANGE_VERIFY_FAILED = "CHANGE_VERIFY_FAILED"
+    # the executing controller stopped in the middle of the change; its restart settled it
+    CHANGE_INTERRUPTED = "CHANGE_INTERRUPTED"
     EXECUTOR_UNAVAILABLE = "EXECUTOR_UNAVAILABLE"
     EXECUTOR_TIMEOUT = "EXECUTOR_TIMEOUT"
     # northbound API

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import signal
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,19 +82,26 @@ class World:
     def url(self, host: str) -> str:
         return f"https://{self.lab.host(host).mgmt_ip}:{PORT}"
 
-    def start(self, host: str, timeout: float = 60) -> None:
+    def start(self, host: str, timeout: float = 60, env: Mapping[str, str] | None = None) -> None:
+        """Start the host's controller (``env``: variables added to this one's environment)."""
         proc = self.procs[host]
         since = len(proc.log.read_text(errors="replace")) if proc.log.exists() else 0
         handle = proc.log.open("ab")
         proc.popen = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(host), str(PDSNO), "controller", "run", "--config", str(proc.config)],
-            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not proc.started(since):
             if proc.popen.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"{host} did not start:\n{proc.log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
+
+    def stop(self, host: str) -> None:
+        popen = self.procs[host].popen
+        if popen is not None and popen.poll() is None:
+            popen.send_signal(signal.SIGTERM)
+            popen.wait(timeout=20)
 
     def stop_all(self) -> None:
         for proc in self.procs.values():

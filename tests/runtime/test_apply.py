@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pdsno.changes.apply import ChangeStatus, DeviceOutcome, Pacer, apply_change
+from pdsno.changes.apply import ChangeStatus, DeviceOutcome, Pacer, apply_change, recover_change
 from pdsno.changes.executors.base import DevicePlan, Executor, FieldChange
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.nib.models import Device
@@ -162,3 +162,55 @@ async def test_commits_honour_the_rate_limit() -> None:
     )
     assert outcome.status is ChangeStatus.EXECUTED
     assert clock.slept == [60.0, 60.0]
+
+
+async def test_the_plan_is_handed_over_before_the_first_device_is_written() -> None:
+    executor = MemoryExecutor()
+    devices = _devices("a", "b")
+    kept: list[tuple[int, dict[str, Any]]] = []
+
+    async def keep(rollbacks: dict[str, dict[str, Any]]) -> None:
+        kept.append((len(executor.log), rollbacks))
+
+    outcome = await apply_change(executor, devices, {"set": {"loc": "new"}}, keep_plan=keep)
+    assert outcome.status is ChangeStatus.EXECUTED
+    assert kept == [(0, {d.device_id: {"set": {"loc": None}} for d in devices})]
+
+
+def _interrupted(
+    held: dict[str, str], *, refuse: frozenset[str] = frozenset()
+) -> tuple[MemoryExecutor, list[Device]]:
+    """Devices named by ``held`` with the value of ``loc`` each holds when the run was cut off."""
+    executor = MemoryExecutor(refuse=refuse)
+    devices = _devices(*held)
+    for device in devices:
+        executor.state[device.device_id] = {"loc": held[device.hostname or ""]}
+    return executor, devices
+
+
+async def test_an_interrupted_change_every_device_holds_is_executed_without_a_write() -> None:
+    executor, devices = _interrupted({"a": "new", "b": "new"})
+    rollbacks = {d.device_id: {"set": {"loc": "old"}} for d in devices}
+    outcome = await recover_change(executor, devices, {"set": {"loc": "new"}}, rollbacks)
+    assert outcome.status is ChangeStatus.EXECUTED and outcome.error is None
+    assert executor.log == []
+    assert {r.status for r in outcome.devices.values()} == {DeviceOutcome.EXECUTED}
+
+
+async def test_an_interrupted_change_half_done_is_put_back_whole() -> None:
+    executor, devices = _interrupted({"a": "new", "b": "old"})
+    rollbacks = {d.device_id: {"set": {"loc": "old"}} for d in devices}
+    outcome = await recover_change(executor, devices, {"set": {"loc": "new"}}, rollbacks)
+    assert outcome.status is ChangeStatus.ROLLED_BACK
+    assert outcome.error is not None and outcome.error["code"] == "CHANGE_INTERRUPTED"
+    assert executor.log == [("commit", "a")]  # b already held its former value: not written
+    assert [executor.state[d.device_id]["loc"] for d in devices] == ["old", "old"]
+
+
+async def test_an_interrupted_change_that_cannot_be_put_back_is_degraded() -> None:
+    executor, devices = _interrupted({"a": "new", "b": "old"}, refuse=frozenset("a"))
+    rollbacks = {d.device_id: {"set": {"loc": "old"}} for d in devices}
+    outcome = await recover_change(executor, devices, {"set": {"loc": "new"}}, rollbacks)
+    assert outcome.status is ChangeStatus.DEGRADED
+    assert outcome.degraded_devices == [devices[0].device_id]
+    assert outcome.error is not None and outcome.error["code"] == "DEVICE_WRITE_FAILED"

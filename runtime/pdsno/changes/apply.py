@@ -28,6 +28,7 @@ from typing import Any
 
 from pdsno.changes.executors.base import DevicePlan, Executor
 from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.faults import FaultPoint, fault_point
 from pdsno.nib.models import Device
 
 log = logging.getLogger(__name__)
@@ -197,12 +198,16 @@ async def apply_change(
     max_devices_per_minute: int | None = None,
     rollback_on_failure: bool = True,
     pacer: Pacer | None = None,
+    keep_plan: Callable[[dict[str, dict[str, Any]]], Awaitable[None]] | None = None,
 ) -> ChangeOutcome:
     """Apply ``payload`` to ``devices`` (see the module docstring). An invalid payload raises
     ``PdsnoError`` ``INVALID_REQUEST`` before any device is read; device failures are in the outcome.
 
     ``rollback_on_failure=False`` (a token's constraint) leaves committed devices as they are: the
-    change is then DEGRADED, since its devices hold part of it."""
+    change is then DEGRADED, since its devices hold part of it.
+
+    ``keep_plan`` gets every device's rollback payload once all are planned, before the first device is
+    written: the caller makes them durable, so that a restart after a crash can put the devices back."""
     _distinct(devices)
     pacer = pacer or Pacer(max_devices_per_minute)
     planned = await plan_change(executor, devices, payload)
@@ -211,6 +216,8 @@ async def apply_change(
     if failure is not None:
         log.warning("change not applied: a device could not be planned", extra={"failure": failure})
         return ChangeOutcome(ChangeStatus.FAILED, results, rollbacks, failure)
+    if keep_plan is not None:
+        await keep_plan(rollbacks)
 
     committed: list[Device] = []
     for device in devices:
@@ -218,6 +225,7 @@ async def apply_change(
         await pacer.start()
         try:
             await executor.commit(device, plan)
+            fault_point(FaultPoint.DEVICE_COMMITTED)
             if not await executor.verify(device, plan):
                 raise PdsnoError(
                     f"{device.device_id}: after the commit the device does not hold the change",
@@ -319,6 +327,30 @@ async def undo_change(
     ordered = {d.device_id: results[d.device_id] for d in devices}
     status = ChangeStatus.DEGRADED if failure else ChangeStatus.ROLLED_BACK
     return ChangeOutcome(status, ordered, {d: dict(p) for d, p in rollback_payloads.items()}, failure)
+
+
+async def recover_change(
+    executor: Executor,
+    devices: Sequence[Device],
+    payload: Mapping[str, Any],
+    rollback_payloads: Mapping[str, Mapping[str, Any]],
+) -> ChangeOutcome:
+    """Settle a change whose run was cut off (the controller died after planning): every device is read,
+    since none can be trusted to be where the run left it. If every one holds the change, it is EXECUTED
+    (verified now); otherwise, all or nothing, each is put back to what the plan read (:func:`undo_change`:
+    a device already there is not written) and the change is ROLLED_BACK, or DEGRADED."""
+    _distinct(devices)
+    read = await _plan_all(executor, devices, payload)
+    if all(not isinstance(p, BaseException) and not any(c.changes for c in p.changes) for p in read):
+        results = {d.device_id: DeviceResult(d.device_id, DeviceOutcome.EXECUTED) for d in devices}
+        return ChangeOutcome(
+            ChangeStatus.EXECUTED, results, {d: dict(p) for d, p in rollback_payloads.items()}
+        )
+    outcome = await undo_change(executor, devices, rollback_payloads)
+    if outcome.error is None:
+        outcome.error = {"code": str(ReasonCode.CHANGE_INTERRUPTED),
+                         "message": "the run was interrupted before every device held the change; all were put back"}  # fmt: skip
+    return outcome
 
 
 def _distinct(devices: Sequence[Device]) -> None:

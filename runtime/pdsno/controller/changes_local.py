@@ -11,6 +11,12 @@ An EMERGENCY change comes without a token: within ``emergency_rate_limit_per_hou
 an ``EMERGENCY_EXECUTION`` event holding the full payload and the limiter's state (over the limit the RC
 is told ``EMERGENCY_RATE_LIMITED`` and re-files it as HIGH). The RC and the GC must acknowledge it within
 ``emergency_ack_timeout_s``; a deny, or silence, undoes it.
+
+Every device's rollback payload is in the NIB before the first device is written, so a change this LC
+was carrying when it died is settled when it starts again (``CHANGE_RECOVERED``): one whose token was
+spent but whose plan was not kept wrote nothing and ends FAILED (``CHANGE_INTERRUPTED``); one cut off
+while writing is read back from its devices and ends EXECUTED if every device holds it, else is put back
+(ROLLED_BACK, or DEGRADED); an undo cut off is done again. The spent token stays spent.
 """
 
 from __future__ import annotations
@@ -23,7 +29,14 @@ from datetime import timedelta
 from typing import Any
 
 from pdsno.canonical import utcnow
-from pdsno.changes.apply import ChangeOutcome, ChangeStatus, apply_change, plan_change, undo_change
+from pdsno.changes.apply import (
+    ChangeOutcome,
+    ChangeStatus,
+    apply_change,
+    plan_change,
+    recover_change,
+    undo_change,
+)
 from pdsno.changes.executors.base import Executor
 from pdsno.changes.lifecycle import follow, move
 from pdsno.changes.proposals import check_targets, from_wire, rollback_target
@@ -38,6 +51,7 @@ from pdsno.controller.changes_common import (
 from pdsno.controller.policy_duty import PolicyHolder
 from pdsno.controller.uplink import Uplink
 from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.faults import FaultPoint, fault_point
 from pdsno.messaging import messages as wire
 from pdsno.messaging.envelope import Envelope, MessageType
 from pdsno.nib.models import ConfigProposal, ConfigStatus, Decision, Device, EventDraft, Sensitivity
@@ -71,11 +85,16 @@ class LocalChanges:
         self._tasks = Background(log)
 
     async def start(self) -> None:
-        """The emergency limiter remembers the last hour across restarts (from the audit log)."""
+        """The emergency limiter remembers the last hour across restarts (from the audit log); changes cut
+        off by the last stop are settled in the background."""
         since = utcnow() - HOUR
         for event in await self._store.last_events(1000):
             if event.event_type == EMERGENCY_EVENT and event.timestamp > since:
                 self._emergencies.append(event.timestamp)
+        for status in (S.APPROVED, S.EXECUTING, S.ROLLING_BACK):
+            for proposal in await self._store.list_proposals(status=status):
+                if proposal.execution_token_id is not None or status is not S.APPROVED:
+                    self._spawn(self._recover(proposal))
 
     # --- instructions -----------------------------------------------------------------------
 
@@ -180,24 +199,59 @@ class LocalChanges:
 
     async def _execute(self, proposal: ConfigProposal, executor: Executor, devices: list[Device],
                        rate: int | None) -> None:  # fmt: skip
+        async def keep_plan(rollbacks: dict[str, dict[str, Any]]) -> None:
+            nonlocal proposal
+            proposal = await self._keep_rollbacks(proposal, rollbacks)
+
+        fault_point(FaultPoint.TOKEN_CONSUMED)
         try:
             original = rollback_target(proposal.config_payload)
             if original is None:
-                outcome = await apply_change(
-                    executor, devices, proposal.config_payload, max_devices_per_minute=rate
-                )
+                outcome = await apply_change(executor, devices, proposal.config_payload,
+                                             max_devices_per_minute=rate, keep_plan=keep_plan)  # fmt: skip
             else:
                 outcome = await self._undo_original(original, executor, devices)
         except PdsnoError as exc:
-            failed = self._result(proposal, "FAILED", {}, {"code": exc.code.value, "message": exc.message})
-            await follow(self._store, proposal, S.FAILED, actor=self._me, **result_moves(failed))
-            await self._report(failed)
+            await self._fail(proposal, exc.code, exc.message)
             return
-        kept = {**(proposal.rollback_payload or {}), "devices": outcome.rollback_payloads}
-        proposal = (await self._store.update_proposal(proposal.next_version(rollback_payload=kept))).unwrap()
+        if original is not None or outcome.status is ChangeStatus.FAILED:
+            proposal = await self._keep_rollbacks(proposal, outcome.rollback_payloads)
         await self._record(proposal, outcome)
         if outcome.status == "EXECUTED" and proposal.category is Sensitivity.EMERGENCY:
             self._spawn(self._await_acks(proposal.proposal_id))
+
+    async def _keep_rollbacks(
+        self, proposal: ConfigProposal, rollbacks: dict[str, dict[str, Any]]
+    ) -> ConfigProposal:
+        kept = {**(proposal.rollback_payload or {}), "devices": rollbacks}
+        return (await self._store.update_proposal(proposal.next_version(rollback_payload=kept))).unwrap()
+
+    async def _fail(self, proposal: ConfigProposal, code: ReasonCode, message: str) -> None:
+        failed = self._result(proposal, "FAILED", {}, {"code": code.value, "message": message})
+        await follow(self._store, proposal, S.FAILED, actor=self._me, **result_moves(failed))
+        await self._report(failed)
+
+    async def _recover(self, proposal: ConfigProposal) -> None:
+        """Settle a change the last stop cut off (module docstring)."""
+        log.warning("settling a change interrupted by the last stop",
+                    extra={"proposal_id": proposal.proposal_id, "status": proposal.status.value})  # fmt: skip
+        await self._store.append_events([EventDraft(
+            event_type="CHANGE_RECOVERED", actor=self._me, subject=proposal.proposal_id,
+            payload={"status": proposal.status.value})])  # fmt: skip
+        executor = self._executors(str(proposal.config_payload.get("executor")))
+        devices = [d for d in [await self._store.get_device(i) for i in proposal.target_devices] if d]
+        stored = (proposal.rollback_payload or {}).get("devices")
+        if proposal.status is S.ROLLING_BACK:
+            await self._record(proposal, await undo_change(executor, devices, stored or {}))
+        elif rollback_target(proposal.config_payload) is not None:
+            await self._execute(proposal, executor, devices, rate=None)  # undoing again is harmless
+        elif proposal.status is S.APPROVED or stored is None:
+            await self._fail(proposal, ReasonCode.CHANGE_INTERRUPTED,
+                             "the controller stopped before any device was written; nothing was changed")  # fmt: skip
+        else:
+            await self._record(
+                proposal, await recover_change(executor, devices, proposal.config_payload, stored)
+            )
 
     async def _undo_original(
         self, original_id: str, executor: Executor, devices: list[Device]

@@ -1,0 +1,140 @@
+"""A Local controller killed in the middle of a change (``PDSNO_FAULT``, runtime/pdsno/faults.py) settles
+it when it starts again: nothing half-done on the devices (read back with snmpget), the same end state
+on every tier, the token refused when replayed, every audit chain intact.
+
+One hierarchy (tests/runtime/hierarchy.py) on the default lab; each test restarts lc-a1 with a fault
+point, proposes a LOW change through the GC, waits for the LC to end itself there, and starts it again
+without the fault.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pdsno.changes.proposals import to_wire
+from pdsno.controller.changes_common import token_to_wire
+from pdsno.faults import FAULT_ENV, FAULT_EXIT_CODE, FaultPoint
+from pdsno.messaging.envelope import MessageType
+from pdsno.messaging.messages import ExecutionInstruction
+from tests.runtime.changes_api import in_nib, propose, snmp_value, wait_status
+from tests.runtime.hierarchy import (
+    PARENT,
+    PDSNO,
+    World,
+    devices,
+    operator_token,
+    post_from_parent,
+    running_world,
+    seal_from_parent,
+    truth,
+    wait_for,
+    writable_lcs,
+)
+
+PREFIX = "pdsk-"
+LC = "lc-a1"
+ENDED = ("EXECUTED", "FAILED", "ROLLED_BACK", "DEGRADED")
+
+
+def extra_config(host: str, role: str, secrets_dir: Path) -> dict[str, Any]:
+    if role != "local":
+        return {}
+    return {"changes": {**writable_lcs(host, role, secrets_dir)["changes"], "snmp_timeout_s": 1.0}}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with running_world(tmp_path_factory.mktemp("faults"), PREFIX, extra_config) as world:
+        expected = truth(world)
+        wait_for(lambda: len(devices(world, "gc-1")) >= len(expected), 90, "the GC inventory")
+        yield world
+
+
+@pytest.fixture(scope="module")
+def operator(world: World) -> str:
+    return operator_token(world, "olga", "operator")
+
+
+def crash_during(world: World, operator: str, point: FaultPoint, names: list[str], value: str) -> str:
+    """Propose ``value`` for sysLocation of ``names`` while the LC dies at ``point``; start it again. The
+    proposal's id."""
+    world.stop(LC)
+    world.start(LC, env={FAULT_ENV: point.value})
+    made = propose(world, operator, names, value)
+    assert made.status_code == 201, made.text
+    popen = world.procs[LC].popen
+    assert popen is not None
+    assert popen.wait(timeout=60) == FAULT_EXIT_CODE, world.procs[LC].log.read_text()[-3000:]
+    world.start(LC)
+    return str(made.json()["proposal_id"])
+
+
+def assert_settled(world: World, proposal_id: str, status: str) -> dict[str, Any]:
+    """The LC's copy, its RC's and the GC's all end in ``status``; the LC audited its recovery, and its
+    spent token is refused when the RC's instruction is sent again."""
+    lc = in_nib(world, LC, lambda s: s.get_proposal(proposal_id))
+    assert lc.status.value == status, lc
+    rc = wait_for(lambda: (p := in_nib(world, PARENT[LC], lambda s: s.get_proposal(proposal_id)))
+                  and p.status.value in ENDED and p, 30, "the RC's copy")  # fmt: skip
+    assert rc.status.value == status, rc
+    trail = in_nib(world, LC, lambda s: s.last_events(500))
+    assert any(e.event_type == "CHANGE_RECOVERED" and e.subject == proposal_id for e in trail)
+
+    token = in_nib(world, LC, lambda s: s.get_token(lc.execution_token_id))
+    assert token.consumed_at is not None
+    rc_id = world.procs[PARENT[LC]].controller_id
+    issuer = in_nib(world, LC, lambda s: s.get_controller(rc_id)).public_key
+    instruction = ExecutionInstruction(proposal_id=proposal_id, proposal=to_wire(lc), issuer_public_key=issuer,
+                                       execution_token=token_to_wire(token))  # fmt: skip
+    again = post_from_parent(
+        world, LC, seal_from_parent(world, LC, MessageType.EXECUTION_INSTRUCTION, instruction)
+    )
+    assert again.json().get("code") == "TOKEN_ALREADY_CONSUMED", again.text
+    return rc  # type: ignore[no-any-return]
+
+
+def test_killed_after_the_token_is_spent_nothing_is_written_and_the_change_fails(
+    world: World, operator: str
+) -> None:
+    before = snmp_value(world, "acc-sw-a1-1")
+    proposal_id = crash_during(world, operator, FaultPoint.TOKEN_CONSUMED, ["acc-sw-a1-1"], "never written")
+    view = wait_status(world, operator, proposal_id, *ENDED, timeout=60)
+    assert view["status"] == "FAILED" and view["reason"] == "CHANGE_INTERRUPTED", view
+    assert snmp_value(world, "acc-sw-a1-1") == before
+    assert_settled(world, proposal_id, "FAILED")
+
+
+def test_killed_after_the_only_device_is_written_the_change_is_verified_and_executed(
+    world: World, operator: str
+) -> None:
+    proposal_id = crash_during(
+        world, operator, FaultPoint.DEVICE_COMMITTED, ["acc-sw-a1-2"], "written, then died"
+    )
+    view = wait_status(world, operator, proposal_id, *ENDED, timeout=60)
+    assert view["status"] == "EXECUTED", view
+    assert snmp_value(world, "acc-sw-a1-2") == "written, then died"
+    assert_settled(world, proposal_id, "EXECUTED")
+
+
+def test_killed_after_the_first_of_two_devices_is_written_both_are_put_back(
+    world: World, operator: str
+) -> None:
+    names = ["acc-sw-a1-3", "acc-sw-a1-4"]
+    before = [snmp_value(world, n) for n in names]
+    proposal_id = crash_during(world, operator, FaultPoint.DEVICE_COMMITTED, names, "half a change")
+    view = wait_status(world, operator, proposal_id, *ENDED, timeout=60)
+    assert view["status"] == "ROLLED_BACK" and view["reason"] == "CHANGE_INTERRUPTED", view
+    assert [snmp_value(world, n) for n in names] == before
+    assert_settled(world, proposal_id, "ROLLED_BACK")
+
+
+def test_zz_every_audit_chain_verifies(world: World) -> None:
+    for host, proc in world.procs.items():
+        done = subprocess.run([str(PDSNO), "audit", "verify", "--config", str(proc.config)],
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert done.returncode == 0, f"{host}: {done.stdout}{done.stderr}"
