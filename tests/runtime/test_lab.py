@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from pdsno.cli.lab import lab_group
 from pdsno.lab import Lab, LabAlreadyUp, LabError, LabNotUp, TopologyError, load_topology, services
-from pdsno.lab.lab import route_metric
+from pdsno.lab.routes import route_metric
 from pdsno.lab.system import list_netns, process_alive
 from pdsno.lab.topology import SnmpV3Spec, Topology, parse_topology
 

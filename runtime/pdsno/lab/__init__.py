@@ -13,7 +13,8 @@ See ``docs/lab.md``.
 """
 
 from pdsno.lab.errors import LabAlreadyUp, LabError, LabNotUp, TopologyError
-from pdsno.lab.lab import DEFAULT_PREFIX, Lab, default_state_dir
+from pdsno.lab.lab import Lab
+from pdsno.lab.state import DEFAULT_PREFIX, default_state_dir
 from pdsno.lab.topology import DeviceSpec, LabController, LabDevice, Topology, load_topology
 
 __all__ = [
