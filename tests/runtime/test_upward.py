@@ -139,7 +139,7 @@ class Tree:
         rc_url = f"http://127.0.0.1:{free_port()}"
         self.lc_upward = Upward(
             self._store(LC_A1), Uplink(lc_peers, parent_id=RC_A, parent_url=rc_url), verifier=self._verifier(LC_A1),
-            mqtt=lc_mqtt, mqtt_topic=topics.discovery(REGION, LC_A1), **FAST,
+            mqtt=lc_mqtt, mqtt_topics={MessageType.DISCOVERY_REPORT: topics.discovery(REGION, LC_A1)}, **FAST,
         )  # fmt: skip
         lc_mqtt.subscribe(topics.discovery_ack(REGION, LC_A1), self.lc_upward.on_mqtt)
         for link in (rc_mqtt, lc_mqtt):

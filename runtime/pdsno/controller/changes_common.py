@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 from pdsno.canonical import utcnow
 from pdsno.changes.apply import DeviceOutcome
 from pdsno.changes.tokens import CONSUMED_EVENT
+from pdsno.controller.upward import Receipts
+from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.messaging import messages as wire
+from pdsno.messaging.envelope import Envelope
 from pdsno.nib.models import (
     ConfigProposal,
     ConfigStatus,
@@ -71,6 +74,40 @@ def degraded_in(result: wire.ExecutionResult) -> list[str]:
     return [
         d for d, r in result.device_results.items() if isinstance(r, dict) and r.get("status") == degraded
     ]
+
+
+def result_id(result: wire.ExecutionResult) -> str:
+    """What an execution result is kept and acknowledged under on its way up: one per proposal and outcome
+    (an emergency change can end EXECUTED, then ROLLED_BACK)."""
+    return f"{result.proposal_id}:{result.status}"
+
+
+async def take_result(
+    receipts: Receipts,
+    envelope: Envelope,
+    store: NIBStore,
+    keep: Callable[[wire.ExecutionResult], Awaitable[None]],
+) -> Envelope:
+    """A child's execution result: ``keep`` it once, then acknowledge it (the child keeps it until then).
+
+    A result this tier's copy cannot take (no such proposal, or one already ended otherwise) is refused in
+    the ack, audited, and not sent again; any other failure raises, so the child sends it again."""
+    result = envelope.payload_as(wire.ExecutionResult)
+
+    async def kept() -> bool:
+        try:
+            await keep(result)
+        except PdsnoError as refused:
+            if refused.code not in (ReasonCode.NOT_FOUND, ReasonCode.INVALID_TRANSITION):
+                raise
+            await store.append_events([EventDraft(
+                event_type="EXECUTION_RESULT_REFUSED", actor=envelope.sender_id, subject=result.proposal_id,
+                decision=Decision.DENIED, payload={"status": result.status, "reason": refused.code.value,
+                                                   "message": refused.message})])  # fmt: skip
+            return False
+        return True
+
+    return await receipts.take(envelope, result_id(result), 0, kept)
 
 
 def result_moves(result: wire.ExecutionResult) -> dict[str, Any]:

@@ -41,10 +41,12 @@ from pdsno.controller.changes_common import (
     mark_degraded,
     note_token_spent,
     result_moves,
+    take_result,
     token_to_wire,
 )
 from pdsno.controller.policy_duty import PolicyHolder
 from pdsno.controller.uplink import Peers
+from pdsno.controller.upward import Receipts
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.messaging import messages as wire
 from pdsno.messaging.envelope import Envelope, MessageType
@@ -72,12 +74,13 @@ values read, the change is not refused."""
 
 
 class GlobalChanges:
-    def __init__(self, store: NIBStore, *, signer: Ed25519Signer, peers: Peers, policy: PolicyHolder,
-                 executors: Callable[[str], Executor]) -> None:  # fmt: skip
+    def __init__(self, store: NIBStore, *, signer: Ed25519Signer, peers: Peers, receipts: Receipts,
+                 policy: PolicyHolder, executors: Callable[[str], Executor]) -> None:  # fmt: skip
         self._store = store
         self._signer = signer
         self._me = signer.signer_id
         self._peers = peers
+        self._receipts = receipts
         self._policy = policy
         self._executors = executors
         # One writer at a time for the GC's copy: an RC's answer and the result of the same change can
@@ -220,12 +223,15 @@ class GlobalChanges:
     async def on_approval(self, envelope: Envelope) -> None:
         await self._apply_answer(envelope.payload_as(wire.ApprovalResponse))
 
-    async def on_result(self, envelope: Envelope) -> None:
-        result = envelope.payload_as(wire.ExecutionResult)
+    async def on_result(self, envelope: Envelope) -> Envelope:
+        """An RC's result (its LC's, passed on): the GC's copy follows it; acknowledged once stored."""
+        return await take_result(self._receipts, envelope, self._store,
+                                 lambda result: self._keep_result(envelope.sender_id, result))  # fmt: skip
+
+    async def _keep_result(self, sender: str, result: wire.ExecutionResult) -> None:
         proposal = await self._get(result.proposal_id)
-        await self._advance(result.proposal_id, RESULT_STATUS[result.status], actor=envelope.sender_id,
-                            result=result)  # fmt: skip
-        await mark_degraded(self._store, degraded_in(result), actor=envelope.sender_id)
+        await self._advance(result.proposal_id, RESULT_STATUS[result.status], actor=sender, result=result)
+        await mark_degraded(self._store, degraded_in(result), actor=sender)
         if proposal.category is Sensitivity.EMERGENCY and result.status == "EXECUTED":
             await self._send_to_rc(proposal, approval(proposal.proposal_id, "APPROVE", responder=self._me,
                                                       reason="acknowledged"))  # fmt: skip

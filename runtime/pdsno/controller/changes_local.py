@@ -45,11 +45,13 @@ from pdsno.controller.changes_common import (
     RESULT_STATUS,
     Background,
     mark_degraded,
+    result_id,
     result_moves,
     token_from_wire,
 )
 from pdsno.controller.policy_duty import PolicyHolder
 from pdsno.controller.uplink import Uplink
+from pdsno.controller.upward import Upward, ack_key
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.faults import FaultPoint, fault_point
 from pdsno.messaging import messages as wire
@@ -72,12 +74,14 @@ class LocalChanges:
         *,
         me: str,
         uplink: Uplink,
+        upward: Upward,
         policy: PolicyHolder,
         executors: Callable[[str], Executor],
     ) -> None:
         self._store = store
         self._me = me
         self._uplink = uplink
+        self._upward = upward
         self._policy = policy
         self._executors = executors
         self._emergencies: deque[Any] = deque()
@@ -288,11 +292,8 @@ class LocalChanges:
                                     message=failure["message"] if failure else None)  # fmt: skip
 
     async def _report(self, result: wire.ExecutionResult) -> None:
-        try:
-            await self._uplink.post(MessageType.EXECUTION_RESULT, result)
-        except PdsnoError as exc:
-            log.error("could not report an execution result", extra={"proposal_id": result.proposal_id,
-                                                                      "error": exc.message})  # fmt: skip
+        """Up through the durable outbox: kept until the RC has stored it, across restarts."""
+        await self._upward.send(MessageType.EXECUTION_RESULT, result, ack_key(result_id(result)))
 
     # --- emergency acknowledgements ------------------------------------------------------------
 

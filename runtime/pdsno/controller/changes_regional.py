@@ -38,12 +38,15 @@ from pdsno.controller.changes_common import (
     degraded_in,
     mark_degraded,
     note_token_spent,
+    result_id,
     result_moves,
+    take_result,
     token_from_wire,
     token_to_wire,
 )
 from pdsno.controller.policy_duty import PolicyHolder
 from pdsno.controller.uplink import Peers, Uplink
+from pdsno.controller.upward import Receipts, Upward, ack_key
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.messaging import messages as wire
 from pdsno.messaging.envelope import Envelope, MessageType
@@ -66,14 +69,15 @@ S = ConfigStatus
 
 
 class RegionalChanges:
-    def __init__(
-        self, store: NIBStore, *, signer: Ed25519Signer, peers: Peers, uplink: Uplink, policy: PolicyHolder
-    ) -> None:
+    def __init__(self, store: NIBStore, *, signer: Ed25519Signer, peers: Peers, uplink: Uplink, upward: Upward,
+                 receipts: Receipts, policy: PolicyHolder) -> None:  # fmt: skip
         self._store = store
         self._signer = signer
         self._me = signer.signer_id
         self._peers = peers
         self._uplink = uplink
+        self._upward = upward
+        self._receipts = receipts
         self._policy = policy
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._tasks = Background(log)
@@ -146,16 +150,18 @@ class RegionalChanges:
 
     # --- from the local controller -----------------------------------------------------------
 
-    async def on_result(self, envelope: Envelope) -> None:
-        result = envelope.payload_as(wire.ExecutionResult)
+    async def on_result(self, envelope: Envelope) -> Envelope:
+        """An LC's result: this copy follows it, and it goes on to the GC (both acknowledged, durable)."""
+        return await take_result(self._receipts, envelope, self._store,
+                                 lambda result: self._keep_result(envelope.sender_id, result))  # fmt: skip
+
+    async def _keep_result(self, executor: str, result: wire.ExecutionResult) -> None:
         proposal = await note_token_spent(self._store, await self._get(result.proposal_id), result)
-        await follow(self._store, proposal, RESULT_STATUS[result.status], actor=envelope.sender_id,
-                     **result_moves(result))  # fmt: skip
-        await mark_degraded(self._store, degraded_in(result), actor=envelope.sender_id)
-        try:
-            await self._uplink.post(MessageType.EXECUTION_RESULT, result)
-        except PdsnoError as exc:
-            log.warning("could not pass an execution result to the GC", extra={"error": exc.message})
+        await follow(
+            self._store, proposal, RESULT_STATUS[result.status], actor=executor, **result_moves(result)
+        )
+        await mark_degraded(self._store, degraded_in(result), actor=executor)
+        await self._upward.send(MessageType.EXECUTION_RESULT, result, ack_key(result_id(result)))
         if proposal.category is Sensitivity.EMERGENCY:
             if result.status == "EXECUTED":
                 await self._relay_to_executor(proposal, approval(proposal.proposal_id, "APPROVE",

@@ -87,7 +87,12 @@ class GlobalTier:
         await self.policy.start()
 
         self.changes = GlobalChanges(
-            parts.store, signer=parts.signer, peers=parts.peers, policy=parts.policy, executors=parts.executor
+            parts.store,
+            signer=parts.signer,
+            peers=parts.peers,
+            receipts=receipts,
+            policy=parts.policy,
+            executors=parts.executor,
         )
         parts.handlers[MessageType.APPROVAL_RESPONSE] = self.changes.on_approval
         parts.handlers[MessageType.EXECUTION_RESULT] = self.changes.on_result
@@ -112,11 +117,12 @@ class RegionalTier:
         uplink, region = found
         config = parts.config
 
-        summaries = Upward(parts.upward, uplink, verifier=parts.verifier)
-        parts.spawn(summaries.run_forever(), "upward")
+        upward = Upward(parts.upward, uplink, verifier=parts.verifier)
+        parts.spawn(upward.run_forever(), "upward")
+        receipts = Receipts(parts.upward, parts.peers)
         discovery = RegionalDiscovery(
-            parts.store, me=parts.me, region=region, peers=parts.peers, upward=summaries,
-            receipts=Receipts(parts.upward, parts.peers), verifier=parts.verifier, mqtt=parts.mqtt,
+            parts.store, me=parts.me, region=region, peers=parts.peers, upward=upward,
+            receipts=receipts, verifier=parts.verifier, mqtt=parts.mqtt,
             spike_threshold=config.discovery.anomaly_new_device_threshold,
         )  # fmt: skip
         parts.handlers[MessageType.DISCOVERY_REPORT] = discovery.on_report
@@ -134,7 +140,13 @@ class RegionalTier:
         parts.mqtt.subscribe(topics.policy_global(), follower.on_mqtt, qos=1)
 
         changes = RegionalChanges(
-            parts.store, signer=parts.signer, peers=parts.peers, uplink=uplink, policy=parts.policy
+            parts.store,
+            signer=parts.signer,
+            peers=parts.peers,
+            uplink=uplink,
+            upward=upward,
+            receipts=receipts,
+            policy=parts.policy,
         )
         await changes.resume()
         parts.handlers.update({
@@ -154,17 +166,18 @@ class LocalTier:
             return
         uplink, region = found
 
-        reports = Upward(
+        upward = Upward(
             parts.upward, uplink, verifier=parts.verifier, mqtt=parts.mqtt,
-            mqtt_topic=topics.discovery(region, parts.me), on_delivered=lambda *a: discovery.on_delivered(*a),
+            mqtt_topics={MessageType.DISCOVERY_REPORT: topics.discovery(region, parts.me)},
+            on_delivered={MessageType.DISCOVERY_REPORT: lambda *a: discovery.on_delivered(*a)},
         )  # fmt: skip
         discovery = LocalDiscovery(
-            parts.config, parts.store, me=parts.me, region=region, upward=reports, mqtt=parts.mqtt,
+            parts.config, parts.store, me=parts.me, region=region, upward=upward, mqtt=parts.mqtt,
             policy=parts.policy,
         )  # fmt: skip
         parts.handlers[MessageType.DISCOVERY_REQUEST] = discovery.on_request
-        parts.mqtt.subscribe(topics.discovery_ack(region, parts.me), reports.on_mqtt, qos=1)
-        parts.spawn(reports.run_forever(), "upward")
+        parts.mqtt.subscribe(topics.discovery_ack(region, parts.me), upward.on_mqtt, qos=1)
+        parts.spawn(upward.run_forever(), "upward")
 
         follower = PolicyFollower(
             parts.policy, me=parts.me, parent_id=uplink.parent_id, verifier=parts.verifier
@@ -173,7 +186,12 @@ class LocalTier:
         parts.mqtt.subscribe(topics.policy(region), follower.on_mqtt, qos=1)
 
         changes = LocalChanges(
-            parts.store, me=parts.me, uplink=uplink, policy=parts.policy, executors=parts.executor
+            parts.store,
+            me=parts.me,
+            uplink=uplink,
+            upward=upward,
+            policy=parts.policy,
+            executors=parts.executor,
         )
         await changes.start()
         parts.handlers.update({

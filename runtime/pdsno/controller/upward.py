@@ -1,8 +1,8 @@
 """Messages up the tree, delivered until the receiving controller says it stored them.
 
 A sender (:class:`Upward`) keeps every upward message in its :class:`~pdsno.transport.upward.UpwardStore`
-from the moment it is made, sends it over MQTT when the link is up and the message has a topic, over
-signed REST otherwise, and forgets it only on the receiver's signed ``DISCOVERY_REPORT_ACK``: in the
+from the moment it is made, sends it over MQTT when the link is up and its type has a topic (discovery
+reports), over signed REST otherwise (summaries, execution results), and forgets it only on the receiver's signed ``DISCOVERY_REPORT_ACK``: in the
 REST answer, or on MQTT on the sender's own ack topic. Without one it tries again with bounded backoff,
 sealing a fresh envelope each time (an old one would be refused as stale or replayed): over REST while
 the MQTT connection that took the first copy lasts (the broker keeps that copy for a receiver that is
@@ -13,8 +13,8 @@ A receiver (:class:`Receipts`) stores a message, remembers its key, then answers
 again (the ack was lost, the broker redelivered) is answered without being stored twice. A receiver that
 cannot store raises: no ack, so the sender keeps the message and the broker redelivers it.
 
-The ack payload names a report chunk (``report_id``, ``chunk_index``) or a summary (its id, chunk 0);
-another upward message can adopt the same layer with its own id.
+The ack payload names a report chunk (``report_id``, ``chunk_index``), or another message by its id
+(a summary, an execution result) with chunk 0.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal
 
 from pydantic import BaseModel
 
 from pdsno.controller.uplink import Peers, Uplink
 from pdsno.errors import PdsnoError
+from pdsno.faults import FaultPoint, fault_point
 from pdsno.messaging.envelope import Envelope, MessageRejected, MessageType
 from pdsno.messaging.messages import PAYLOAD_MODELS, DiscoveryReportAck
 from pdsno.messaging.verify import Verifier
@@ -51,8 +52,10 @@ def ack_key(message_id: str, chunk_index: int = 0) -> str:
 class Upward:
     """The durable sender of one controller's messages to its parent (see the module documentation).
 
-    ``mqtt``/``mqtt_topic``: the MQTT route (reports, C4): a message's first copy goes out on it while
-    the link is connected, another only on a later connection; every other attempt is REST.
+    ``mqtt``/``mqtt_topics``: the MQTT route of the message types it names (reports, C4): a message's
+    first copy goes out on it while the link is connected, another only on a later connection; every
+    other attempt, and every message of another type, is REST. ``on_delivered``: per message type, what
+    to do once the parent has acknowledged one.
     ``retry_s``: the wait before the first retry, doubled after each attempt up to ``max_retry_s``;
     over MQTT it is also how long an ack may take.
     """
@@ -64,17 +67,17 @@ class Upward:
         *,
         verifier: Verifier,
         mqtt: MqttLink | None = None,
-        mqtt_topic: str | None = None,
-        on_delivered: Delivered | None = None,
+        mqtt_topics: Mapping[MessageType, str] | None = None,
+        on_delivered: Mapping[MessageType, Delivered] | None = None,
         retry_s: float = 2.0,
         max_retry_s: float = 30.0,
     ) -> None:
         self._store = store
         self._uplink = uplink
         self._verifier = verifier
-        self._mqtt = mqtt if mqtt_topic is not None else None
-        self._topic = mqtt_topic
-        self._on_delivered = on_delivered
+        self._mqtt = mqtt
+        self._topics = dict(mqtt_topics or {})
+        self._on_delivered = dict(on_delivered or {})
         self._retry_s = retry_s
         self._max_retry_s = max_retry_s
         self._wake = asyncio.Event()
@@ -111,6 +114,7 @@ class Upward:
         # Counted before the attempt: a lost ack, a dead parent or a crash mid-send all mean "try again".
         retry_in = min(self._max_retry_s, self._retry_s * 2**message.attempts)
         self._store.postpone(message.key, time.time() + retry_in)
+        fault_point(FaultPoint.OUTBOX_FLUSH)
         context = {"key": message.key, "message_type": message.message_type, "attempt": message.attempts + 1}
         try:
             message_type = MessageType(message.message_type)
@@ -119,14 +123,18 @@ class Upward:
             self._store.done(message.key)
             log.error("upward message dropped: unreadable", extra={**context, "error": str(exc)})
             return
-        mqtt = self._mqtt
+        mqtt, topic = self._mqtt, self._topics.get(message_type)
         try:
             # While the connection that took a copy lasts, the broker holds it for the receiver (away,
             # perhaps): another copy would only queue up beside it, so retries go over REST, which
             # answers at once. A new connection may mean a broker that lost its state: publish again.
-            if mqtt is not None and mqtt.connected and self._published.get(message.key) != mqtt.connection:
-                assert self._topic is not None
-                await mqtt.publish(self._topic, await self._uplink.seal(message_type, payload), qos=1)
+            if (
+                mqtt is not None
+                and topic is not None
+                and mqtt.connected
+                and self._published.get(message.key) != mqtt.connection
+            ):
+                await mqtt.publish(topic, await self._uplink.seal(message_type, payload), qos=1)
                 self._published[message.key] = mqtt.connection
                 return
             answer = await self._uplink.request(message_type, payload)
@@ -160,9 +168,10 @@ class Upward:
             extra={"key": key, "status": ack.status, "reason": ack.reason, "via": via,
                    "attempts": message.attempts, "age_s": round(time.time() - message.created_at, 3)},
         )  # fmt: skip
-        if self._on_delivered is not None:
+        delivered = self._on_delivered.get(MessageType(message.message_type))
+        if delivered is not None:
             try:
-                await self._on_delivered(message, ack, via)
+                await delivered(message, ack, via)
             except Exception:
                 # The parent has it; only the sender's own record of that failed.
                 log.exception("recording a delivered upward message failed", extra={"key": key})
