@@ -2,74 +2,38 @@
 it when it starts again: nothing half-done on the devices (read back with snmpget), the same end state
 on every tier, the token refused when replayed, every audit chain intact.
 
-One hierarchy (tests/runtime/hierarchy.py) on the default lab; each test restarts lc-a1 with a fault
-point, proposes a LOW change through the GC, waits for the LC to end itself there, and starts it again
-without the fault.
+The hierarchy of tests/faults/conftest.py; each test restarts lc-a1 with a fault point, proposes a LOW
+change through the GC, waits for the LC to end itself there, and starts it again without the fault.
 """
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from pdsno.changes.proposals import to_wire
 from pdsno.controller.changes_common import token_to_wire
-from pdsno.faults import FAULT_ENV, FAULT_EXIT_CODE, FaultPoint
+from pdsno.faults import FaultPoint
 from pdsno.messaging.envelope import MessageType
 from pdsno.messaging.messages import ExecutionInstruction
+from tests.faults.faulty import kill_at
 from tests.runtime.changes_api import in_nib, propose, snmp_value, wait_status
 from tests.runtime.hierarchy import (
     PARENT,
-    PDSNO,
     World,
-    devices,
-    operator_token,
     post_from_parent,
-    running_world,
     seal_from_parent,
-    truth,
     wait_for,
-    writable_lcs,
 )
 
-PREFIX = "pdsk-"
 LC = "lc-a1"
 ENDED = ("EXECUTED", "FAILED", "ROLLED_BACK", "DEGRADED")
-
-
-def extra_config(host: str, role: str, secrets_dir: Path) -> dict[str, Any]:
-    if role != "local":
-        return {}
-    return {"changes": {**writable_lcs(host, role, secrets_dir)["changes"], "snmp_timeout_s": 1.0}}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with running_world(tmp_path_factory.mktemp("faults"), PREFIX, extra_config) as world:
-        expected = truth(world)
-        wait_for(lambda: len(devices(world, "gc-1")) >= len(expected), 90, "the GC inventory")
-        yield world
-
-
-@pytest.fixture(scope="module")
-def operator(world: World) -> str:
-    return operator_token(world, "olga", "operator")
 
 
 def crash_during(world: World, operator: str, point: FaultPoint, names: list[str], value: str) -> str:
     """Propose ``value`` for sysLocation of ``names`` while the LC dies at ``point``; start it again. The
     proposal's id."""
-    world.stop(LC)
-    world.start(LC, env={FAULT_ENV: point.value})
-    made = propose(world, operator, names, value)
+    made = kill_at(world, LC, point, lambda: propose(world, operator, names, value))
     assert made.status_code == 201, made.text
-    popen = world.procs[LC].popen
-    assert popen is not None
-    assert popen.wait(timeout=60) == FAULT_EXIT_CODE, world.procs[LC].log.read_text()[-3000:]
     world.start(LC)
     return str(made.json()["proposal_id"])
 
@@ -131,10 +95,3 @@ def test_killed_after_the_first_of_two_devices_is_written_both_are_put_back(
     assert view["status"] == "ROLLED_BACK" and view["reason"] == "CHANGE_INTERRUPTED", view
     assert [snmp_value(world, n) for n in names] == before
     assert_settled(world, proposal_id, "ROLLED_BACK")
-
-
-def test_zz_every_audit_chain_verifies(world: World) -> None:
-    for host, proc in world.procs.items():
-        done = subprocess.run([str(PDSNO), "audit", "verify", "--config", str(proc.config)],
-                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-        assert done.returncode == 0, f"{host}: {done.stdout}{done.stderr}"
