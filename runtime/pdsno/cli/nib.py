@@ -1,7 +1,8 @@
-"""``pdsno nib``: create, upgrade, inspect and sweep a controller's Network Information Base."""
+"""``pdsno nib``: create, upgrade, inspect, sweep, back up and restore a controller's NIB."""
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -142,3 +143,75 @@ def sweep(config_path: Path, as_json: bool) -> None:
     else:
         for what, n in swept.items():
             click.echo(f"{what.replace('_', ' '):<26} {n}")
+
+
+@nib_group.command("backup")
+@config_option
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Backup file to write (replaced atomically; mode 0600).",
+)
+@json_option
+def backup(config_path: Path, output: Path, as_json: bool) -> None:
+    """Copy the NIB to a file while the controller keeps running.
+
+    SQLite through SQLite's online backup API (one consistent snapshot); PostgreSQL through
+    ``pg_dump -Fc``. The identity key and TLS files are not included: back them up separately.
+    """
+    from pdsno.nib.backup import backup_nib
+
+    config = load(config_path)
+    summary = run(backup_nib(config, output))
+    if as_json:
+        emit_json(summary.as_dict())
+        return
+    click.echo(
+        f"backed up {nib_location(config)} to {summary.path} ({summary.bytes} bytes): "
+        f"{summary.events} events, audit head #{summary.audit_head_seq} {summary.audit_head_hash[:16]}"
+    )
+
+
+@nib_group.command("restore")
+@config_option
+@click.option(
+    "-i",
+    "--input",
+    "source",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Backup file written by 'pdsno nib backup'.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing NIB (the controller must be stopped).")
+@json_option
+def restore(config_path: Path, source: Path, force: bool, as_json: bool) -> None:
+    """Put a backup in place as this controller's NIB, once its audit chain verifies.
+
+    Refuses an existing NIB without --force, a NIB a running controller has open, and a backup whose
+    audit chain does not verify against this controller's identity key (exit 3, like 'audit verify').
+    """
+    from pdsno.cli.audit import EXIT_TAMPERED
+    from pdsno.nib.backup import BackupTampered, restore_nib
+
+    config = load(config_path)
+    try:
+        result = run(restore_nib(config, source, force=force))
+    except BackupTampered as exc:
+        if as_json:
+            emit_json({"code": str(exc.code), "message": exc.message, "audit": exc.report.as_dict()})
+        else:
+            click.echo(f"pdsno: {exc}", err=True)
+            for problem in exc.report.problems[1:]:
+                click.echo(f"  also: {problem.describe()}", err=True)
+        sys.exit(EXIT_TAMPERED)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    report = result.report
+    click.echo(
+        f"restored {source} into {result.location}: audit log intact, {report.checked} events, "
+        f"head #{report.head_seq} {report.head_hash[:16]}"
+    )
