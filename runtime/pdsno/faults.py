@@ -25,6 +25,8 @@ class FaultPoint(StrEnum):
     """LC: the execution token is spent, the change EXECUTING and the RC told so; no device read yet."""
     DEVICE_COMMITTED = "after-device-commit"
     """LC: a device has been written, not verified yet."""
+    DECISION_RECORDED = "after-decision"
+    """RC: a change approved and its token kept in the NIB; the instruction not sent to the LC yet."""
     OUTBOX_FLUSH = "mid-outbox-flush"
     """A sender has taken a message from its durable outbox to send it, and not sent it yet."""
 

@@ -16,10 +16,11 @@ from pdsno.faults import FaultPoint
 from pdsno.messaging.envelope import MessageType
 from pdsno.messaging.messages import ExecutionInstruction
 from tests.faults.faulty import kill_at
-from tests.runtime.changes_api import in_nib, propose, snmp_value, wait_status
+from tests.runtime.changes_api import call, in_nib, propose, snmp_value, wait_status
 from tests.runtime.hierarchy import (
     PARENT,
     World,
+    operator_token,
     post_from_parent,
     seal_from_parent,
     wait_for,
@@ -95,3 +96,29 @@ def test_killed_after_the_first_of_two_devices_is_written_both_are_put_back(
     assert view["status"] == "ROLLED_BACK" and view["reason"] == "CHANGE_INTERRUPTED", view
     assert [snmp_value(world, n) for n in names] == before
     assert_settled(world, proposal_id, "ROLLED_BACK")
+
+
+SYS_CONTACT = "1.3.6.1.2.1.1.4.0"
+
+
+def test_an_rc_killed_after_approving_sends_the_instruction_once_it_is_back(
+    world: World, operator: str
+) -> None:
+    rc = PARENT[LC]
+    approver = operator_token(world, "bob", "approver")
+    made = propose(world, operator, ["srv-a1-web"], "approved, then the RC died", oid=SYS_CONTACT,
+                   suggested_tier="MEDIUM")  # fmt: skip
+    assert made.status_code == 201 and made.json()["status"] == "PENDING", made.text
+    proposal_id = made.json()["proposal_id"]
+    before = snmp_value(world, "srv-a1-web", SYS_CONTACT)
+    kill_at(world, rc, FaultPoint.DECISION_RECORDED,
+            lambda: call(world, approver, "POST", f"/api/v1/proposals/{proposal_id}/approve", json={}))  # fmt: skip
+    assert in_nib(world, rc, lambda s: s.get_proposal(proposal_id)).status.value == "APPROVED"
+    assert snmp_value(world, "srv-a1-web", SYS_CONTACT) == before, "the LC was never told"
+    world.start(rc)
+    view = wait_status(world, operator, proposal_id, *ENDED, timeout=90)
+    assert view["status"] == "EXECUTED", view
+    assert snmp_value(world, "srv-a1-web", SYS_CONTACT) == "approved, then the RC died"
+    executed = [e for e in in_nib(world, LC, lambda s: s.last_events(2000))
+                if e.subject == proposal_id and e.event_type == "CONFIG_EXECUTED"]  # fmt: skip
+    assert len(executed) == 1, executed

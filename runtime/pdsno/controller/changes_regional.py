@@ -48,6 +48,7 @@ from pdsno.controller.policy_duty import PolicyHolder
 from pdsno.controller.uplink import Peers, Uplink
 from pdsno.controller.upward import Receipts, Upward, ack_key
 from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.faults import FaultPoint, fault_point
 from pdsno.messaging import messages as wire
 from pdsno.messaging.envelope import Envelope, MessageType
 from pdsno.nib.models import (
@@ -257,10 +258,13 @@ class RegionalChanges:
                 constraints={"max_devices_per_minute": policy.max_devices_per_minute},
             )  # fmt: skip
             issuer_key = public_key_b64(self._signer.private_key)
-        approved = await move(self._store, proposal, S.APPROVED, actor=actor, token_id=token.token_id)
-        approved = (
-            await self._store.update_proposal(approved.next_version(execution_token_id=token.token_id))
-        ).unwrap()
+        # Kept with the decision, so that a restart between the two can still send the instruction.
+        kept = await self._store.store_token(token.model_copy(update={"version": 0}))
+        if not kept.success and kept.error is not ReasonCode.ALREADY_EXISTS:
+            raise PdsnoError(kept.message, code=kept.error or ReasonCode.NIB_UNAVAILABLE)
+        approved = await move(self._store, proposal, S.APPROVED, actor=actor, token_id=token.token_id,
+                              fields={"execution_token_id": token.token_id})  # fmt: skip
+        fault_point(FaultPoint.DECISION_RECORDED)
         try:
             await self._instruct(approved, token=token, issuer_key=issuer_key)
         except PdsnoError as refused:
@@ -349,13 +353,44 @@ class RegionalChanges:
                 proposal_id, "DENY", responder=self._me, reason=ReasonCode.GC_TIMEOUT.value))  # fmt: skip
 
     async def resume(self) -> None:
-        """After a restart: escalations still waiting get the rest of their time."""
+        """After a restart: escalations still waiting get the rest of their time; approvals the stop cut off
+        before their instruction reached the LC are sent again."""
         for proposal in await self._store.list_proposals(status=S.PENDING):
             if proposal.category is Sensitivity.HIGH and proposal.updated_at is not None:
                 waited = (utcnow() - proposal.updated_at).total_seconds()
                 self._start_timer(
                     proposal.proposal_id, max(0, int(self._policy.content.gc_timeout_s - waited))
                 )
+        for proposal in await self._store.list_proposals(status=S.APPROVED):
+            self._spawn(self._instruct_again(proposal))
+
+    async def _instruct_again(self, proposal: ConfigProposal) -> None:
+        """The approval is in the NIB, the instruction may not have left: send it with the same token. An
+        LC that spent the token already has it (its result is on the way); any other refusal, or a token
+        gone stale meanwhile, denies the change here and at the GC."""
+        token = await self._store.get_token(proposal.execution_token_id or "")
+        try:
+            if token is None:
+                raise PdsnoError("the approval's token was not kept", code=ReasonCode.CHANGE_INTERRUPTED)
+            if utcnow() > token.expires_at:
+                raise PdsnoError(f"the token expired at {token.expires_at} while this controller was down",
+                                 code=ReasonCode.TOKEN_EXPIRED)  # fmt: skip
+            await self._instruct(proposal, token=token, issuer_key=await self._issuer_key(token))
+        except PdsnoError as refused:
+            if refused.code is ReasonCode.TOKEN_ALREADY_CONSUMED:
+                return
+            await self._deny(proposal, refused.code, refused.message)
+            with contextlib.suppress(PdsnoError):
+                await self._uplink.post(MessageType.APPROVAL_RESPONSE, approval(
+                    proposal.proposal_id, "DENY", responder=self._me, reason=refused.code.value))  # fmt: skip
+
+    async def _issuer_key(self, token: ExecutionToken) -> str:
+        if token.approved_by == self._me:
+            return public_key_b64(self._signer.private_key)
+        issuer = await self._store.get_controller(token.approved_by)
+        if issuer is None or issuer.public_key is None:
+            raise PdsnoError(f"no public key of {token.approved_by}", code=ReasonCode.INVALID_TOKEN)
+        return issuer.public_key
 
     # --- plumbing -----------------------------------------------------------------------------
 
