@@ -60,8 +60,11 @@ class PostgresServerError(RuntimeError):
 class PostgresServer:
     """One throwaway PostgreSQL server: ``initdb`` + ``pg_ctl start`` on construction."""
 
-    def __init__(self, bindir: Path = PG_BINDIR) -> None:
+    def __init__(self, bindir: Path = PG_BINDIR, *, durable: bool = False) -> None:
+        """``durable``: PostgreSQL's own defaults (fsync, synchronous commit); by default both are off,
+        which is faster and safe while nothing crashes, but an immediate stop loses recent commits."""
         self.bindir = bindir
+        self.durable = durable
         self.host = HOST
         self.user = PG_SUPERUSER
         self.port = 0
@@ -129,6 +132,11 @@ class PostgresServer:
             )
         self.create_database_seconds.append(time.perf_counter() - started)
         return self.dsn_for(name)
+
+    def restart(self) -> None:
+        """Stop the server as a crash would (immediate mode: no shutdown checkpoint, clients cut off) and
+        start it again on the same port."""
+        self._pg_ctl("restart", "-m", "immediate", "-w", "-t", "60", "-l", str(self.logfile))
 
     def stop(self) -> None:
         """Stop the server (immediate mode) and remove its directory. Idempotent."""
@@ -217,10 +225,9 @@ class PostgresServer:
     def _start(self) -> None:
         for attempt in range(1, _START_ATTEMPTS + 1):
             self.port = free_port()
-            opts = (
-                f"-F -c listen_addresses={HOST} -p {self.port} -k {self.sockdir}"
-                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
+            opts = f"-c listen_addresses={HOST} -p {self.port} -k {self.sockdir} -c max_connections=200"
+            if not self.durable:
+                opts += " -F -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             proc = self._pg_ctl("-w", "-t", "60", "-l", str(self.logfile), "-o", opts, "start", check=False)
             if proc.returncode == 0:
                 self._running = True

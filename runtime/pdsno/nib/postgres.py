@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,8 @@ from pdsno.config import redact_dsn
 from pdsno.errors import NIBBusy, NIBError, ReasonCode
 from pdsno.nib.migrations import MigrationSet
 from pdsno.nib.sql import JsonParam, Row, ThreadedDatabase
+
+log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -38,6 +41,19 @@ def to_pyformat(sql: str) -> str:
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: Jsonb(v.value) if isinstance(v, JsonParam) else v for k, v in (params or {}).items()}
+
+
+def _warn_if_not_durable(conn: psycopg.Connection[Any], shown: str) -> None:
+    """A server that acknowledges a commit before it is on disk loses the last ones in a crash (measured in
+    tests/faults/test_nib_faults.py): say so once, at start."""
+    lax = {}
+    for setting in ("fsync", "synchronous_commit"):
+        row = conn.execute(f"SHOW {setting}").fetchone()
+        if row is not None and row[0] == "off":
+            lax[setting] = "off"
+    if lax:
+        log.warning("the NIB's PostgreSQL server may lose acknowledged writes in a crash",
+                    extra={"dsn": shown, **lax})  # fmt: skip
 
 
 class _PgTx:
@@ -73,7 +89,8 @@ class PostgresDatabase(ThreadedDatabase):
         # One direct connection first: it fails at once with the server's own reason, where the pool
         # would keep retrying in the background until its timeout.
         try:
-            psycopg.connect(dsn, connect_timeout=max(1, int(connect_timeout_s))).close()
+            with psycopg.connect(dsn, connect_timeout=max(1, int(connect_timeout_s))) as probe:
+                _warn_if_not_durable(probe, self._dsn_shown)
         except psycopg.Error as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise NIBError(
@@ -84,6 +101,9 @@ class PostgresDatabase(ThreadedDatabase):
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True, "row_factory": dict_row},
+            # A connection is checked as it leaves the pool (one round trip): after a server restart the
+            # old ones are broken, and each would otherwise fail one transaction before being dropped.
+            check=ConnectionPool.check_connection,
             open=False,
             name="pdsno-nib",
         )
