@@ -13,7 +13,7 @@ from typing import Any
 from pdsno.faults import FaultPoint
 from tests.faults.faulty import kill_at
 from tests.runtime.changes_api import in_nib, propose, snmp_value, status_at_gc, wait_status
-from tests.runtime.hierarchy import PARENT, World, wait_for
+from tests.runtime.hierarchy import PARENT, World, run_cycle, wait_for
 
 LC = "lc-a1"
 RC = PARENT[LC]
@@ -73,3 +73,26 @@ def test_a_result_made_while_the_rc_is_down_waits_and_arrives_when_it_is_back(
     assert snmp_value(world, "srv-a1-dns") == "told once the RC is back"
     wait_for(lambda: key not in owed(world, LC), 30, "the acknowledged result to leave the outbox")
     assert in_nib(world, RC, lambda s: s.get_proposal(proposal_id)).status.value == "EXECUTED"
+
+
+def test_summaries_made_while_the_rc_is_cut_off_from_the_gc_arrive_once_the_link_is_back(
+    world: World,
+) -> None:
+    def at_gc() -> list[Any]:
+        events = in_nib(world, "gc-1", lambda s: s.last_events(5000))
+        return [e.payload["summary_id"] for e in events if e.event_type == "GLOBAL_DISCOVERY_CYCLE_UPDATED"]
+
+    def summaries_owed() -> set[str]:
+        return {k for k, kind in owed(world, RC).items() if kind == "DISCOVERY_SUMMARY"}
+
+    cut = ["ip", "route", "add", "blackhole", f"{world.lab.host('gc-1').mgmt_ip}/32"]
+    world.lab.exec_in(RC, cut)  # the RC's namespace: its packets to the GC go nowhere
+    try:
+        for _ in range(2):
+            run_cycle(world, LC)
+        sent = wait_for(lambda: len(s := summaries_owed()) >= 2 and s, 60, "two summaries owed to the GC")
+    finally:
+        world.lab.exec_in(RC, ["ip", "route", "del", *cut[3:]])
+    wait_for(lambda: not sent & summaries_owed(), 90, "the summaries to reach the GC")
+    stored = at_gc()
+    assert all(stored.count(key.rsplit("/", 1)[0]) == 1 for key in sent), (sent, stored)
