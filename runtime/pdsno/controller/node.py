@@ -200,6 +200,10 @@ class ControllerNode:
             log.warning(warning)
         local = Ed25519Signer(config.controller.id, self._key)
         self._store = await open_configured_nib(config, signer=local, create=True)
+        if self._store.durability_gaps:
+            log.warning(
+                "the NIB may lose acknowledged writes in a crash", extra=dict(self._store.durability_gaps)
+            )
         await record_first_start(self._store, config, local)
         self._identity = await self._take_identity()
         self._store.use_signer(Ed25519Signer(self.controller_id, self._key))

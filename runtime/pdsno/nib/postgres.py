@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +18,6 @@ from pdsno.config import redact_dsn
 from pdsno.errors import NIBBusy, NIBError, ReasonCode
 from pdsno.nib.migrations import MigrationSet
 from pdsno.nib.sql import JsonParam, Row, ThreadedDatabase
-
-log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -43,17 +40,15 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: Jsonb(v.value) if isinstance(v, JsonParam) else v for k, v in (params or {}).items()}
 
 
-def _warn_if_not_durable(conn: psycopg.Connection[Any], shown: str) -> None:
-    """A server that acknowledges a commit before it is on disk loses the last ones in a crash (measured in
-    tests/faults/test_nib_faults.py): say so once, at start."""
-    lax = {}
+def _durability_gaps(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """The server settings that acknowledge a commit before it is on disk (the last ones are lost in a
+    crash: measured in tests/faults/test_nib_faults.py)."""
+    gaps = {}
     for setting in ("fsync", "synchronous_commit"):
         row = conn.execute(f"SHOW {setting}").fetchone()
         if row is not None and row[0] == "off":
-            lax[setting] = "off"
-    if lax:
-        log.warning("the NIB's PostgreSQL server may lose acknowledged writes in a crash",
-                    extra={"dsn": shown, **lax})  # fmt: skip
+            gaps[setting] = "off"
+    return gaps
 
 
 class _PgTx:
@@ -82,6 +77,7 @@ class _PgTx:
 class PostgresDatabase(ThreadedDatabase):
     backend = "postgresql"
     row_lock = " FOR UPDATE"
+    durability_gaps: Mapping[str, str]
     migrations = MIGRATIONS
 
     def __init__(self, dsn: str, *, pool_size: int = 4, connect_timeout_s: float = 10.0) -> None:
@@ -90,7 +86,7 @@ class PostgresDatabase(ThreadedDatabase):
         # would keep retrying in the background until its timeout.
         try:
             with psycopg.connect(dsn, connect_timeout=max(1, int(connect_timeout_s))) as probe:
-                _warn_if_not_durable(probe, self._dsn_shown)
+                self.durability_gaps = _durability_gaps(probe)
         except psycopg.Error as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise NIBError(

@@ -85,6 +85,10 @@ class Database(Protocol):
 
     migrations: MigrationSet
 
+    durability_gaps: Mapping[str, str]
+    """Server settings an operator chose that acknowledge a commit before it is durable: a crash of the
+    server loses the last ones (PostgreSQL ``synchronous_commit``/``fsync`` off). Empty: none."""
+
     async def run(self, work: Callable[[Tx], R], *, write: bool) -> R: ...
 
     def close(self) -> None: ...
@@ -218,6 +222,10 @@ class SqlNIBStore:
     @property
     def backend(self) -> str:
         return self._db.backend
+
+    @property
+    def durability_gaps(self) -> Mapping[str, str]:
+        return self._db.durability_gaps
 
     def use_signer(self, signer: EventSigner) -> None:
         """Sign from now on as ``signer`` (a controller takes its assigned id once admitted)."""
