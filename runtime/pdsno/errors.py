@@ -74,6 +74,9 @@ class ReasonCode(StrEnum):
     IDENTITY_ASSIGNMENT_FAILED = "IDENTITY_ASSIGNMENT_FAILED"
     ADMISSION_FAILED = "ADMISSION_FAILED"
     PARENT_UNREACHABLE = "PARENT_UNREACHABLE"
+    # a request went out but no answer came back (the connection broke, the wait ran out): unlike
+    # PARENT_UNREACHABLE, the peer may have acted on it
+    PEER_NO_ANSWER = "PEER_NO_ANSWER"
     # configuration changes (reference-design §5)
     TOKEN_EXPIRED = "TOKEN_EXPIRED"
     INVALID_TOKEN = "INVALID_TOKEN"

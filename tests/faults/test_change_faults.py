@@ -122,3 +122,19 @@ def test_an_rc_killed_after_approving_sends_the_instruction_once_it_is_back(
     executed = [e for e in in_nib(world, LC, lambda s: s.last_events(2000))
                 if e.subject == proposal_id and e.event_type == "CONFIG_EXECUTED"]  # fmt: skip
     assert len(executed) == 1, executed
+
+
+def test_an_rc_killed_while_deciding_a_low_change_for_the_gc_carries_it_out_when_it_is_back(
+    world: World, operator: str
+) -> None:
+    rc = PARENT[LC]
+    made = kill_at(world, rc, FaultPoint.DECISION_RECORDED,
+                   lambda: propose(world, operator, ["srv-a1-mon"], "decided, then the RC died"))  # fmt: skip
+    # The RC went down holding the GC's request: the GC cannot tell whether it decided, so it waits.
+    assert made.status_code == 201, made.text
+    assert made.json()["status"] == "PENDING" and made.json()["reason"] == "PEER_NO_ANSWER", made.json()
+    proposal_id = made.json()["proposal_id"]
+    world.start(rc)
+    view = wait_status(world, operator, proposal_id, *ENDED, timeout=90)
+    assert view["status"] == "EXECUTED", view
+    assert snmp_value(world, "srv-a1-mon") == "decided, then the RC died"

@@ -11,6 +11,7 @@ rules). Execution results come up through the RC. ``check`` answers what would h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -139,14 +140,17 @@ class GlobalChanges:
                                         to_wire(stored, downtime_s=request.estimated_downtime_s,
                                                 maintenance=request.requires_maintenance_window))  # fmt: skip
         except PdsnoError as refused:
-            await move(
-                self._store,
-                stored,
-                S.DENIED,
-                actor=self._me,
-                reason=refused.code.value,
-                message=refused.message,
-            )
+            if refused.code is ReasonCode.PEER_NO_ANSWER:
+                # The RC may have decided and will carry it out (after a restart too): the copy waits
+                # for the outcome, denied by the sweep once no token of that decision can still be valid.
+                waiting = (await self._store.update_proposal(
+                    stored.next_version(reason=refused.code.value),
+                    events=[EventDraft(event_type="CONFIG_FORWARD_UNANSWERED", actor=self._me, subject=stored.proposal_id,
+                                       payload={"rc": rc, "message": refused.message})],
+                )).unwrap()  # fmt: skip
+                return await self.view(waiting.proposal_id)
+            await move(self._store, stored, S.DENIED, actor=self._me, reason=refused.code.value,
+                       message=refused.message)  # fmt: skip
             raise
         await self._apply_answer(reply.payload_as(wire.ApprovalResponse))
         return await self.view(stored.proposal_id)
@@ -237,12 +241,21 @@ class GlobalChanges:
                                                       reason="acknowledged"))  # fmt: skip
 
     async def sweep_overdue(self) -> None:
-        """Escalations this GC never answered while it was away are denied here too (the RC already did)."""
+        """Escalations this GC never answered while it was away are denied here too (the RC already did);
+        so are proposals whose RC never answered, once any token it could have issued has expired."""
         while True:
-            timeout = self._policy.content.gc_timeout_s
+            policy = self._policy.content
+            unanswered_s = max(policy.token_ttl_low_medium_s, policy.token_ttl_high_s) + SWEEP_INTERVAL_S
             for proposal in await self._store.list_proposals(status=S.PENDING):
                 age = (utcnow() - (proposal.updated_at or utcnow())).total_seconds()
-                if proposal.category is Sensitivity.HIGH and age > timeout + 5:
+                if proposal.reason == ReasonCode.PEER_NO_ANSWER.value:
+                    if age > unanswered_s:
+                        await move(self._store, proposal, S.DENIED, actor=self._me, reason=proposal.reason)
+                        # An RC that has it waiting (for an operator, a lock) lets it go too.
+                        with contextlib.suppress(PdsnoError):
+                            await self._send_to_rc(proposal, approval(proposal.proposal_id, "DENY",
+                                                                      responder=self._me, reason=proposal.reason))  # fmt: skip
+                elif proposal.category is Sensitivity.HIGH and age > policy.gc_timeout_s + 5:
                     await move(
                         self._store, proposal, S.DENIED, actor=self._me, reason=ReasonCode.GC_TIMEOUT.value
                     )

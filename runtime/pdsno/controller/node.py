@@ -319,7 +319,7 @@ class ControllerNode:
                     )
                     break
                 except PeerError as exc:
-                    if exc.code is not ReasonCode.PARENT_UNREACHABLE:
+                    if exc.code not in (ReasonCode.PARENT_UNREACHABLE, ReasonCode.PEER_NO_ANSWER):
                         raise
                     log.warning(
                         "parent unreachable; will retry", extra={"parent": parent.url, "error": exc.message}

@@ -66,6 +66,7 @@ class PeerClient:
         Pass a signed message as a callable that seals it: each attempt then carries a fresh envelope,
         since a receiver that failed after recording the first one would refuse it again as a replay."""
         attempts = len(self._backoff) + 1
+        answered_none = False  # an attempt went out and got no answer: the peer may have acted on it
         for attempt in range(attempts):
             content = body if isinstance(body, bytes) else await body()
             try:
@@ -73,9 +74,9 @@ class PeerClient:
                     url, content=content, headers={"content-type": "application/json"}
                 )
             except httpx.TransportError as exc:
-                failure: PeerError = PeerError(
-                    f"{url}: {exc.__class__.__name__}: {exc}", code=ReasonCode.PARENT_UNREACHABLE
-                )
+                answered_none = answered_none or not isinstance(exc, _NEVER_SENT)
+                code = ReasonCode.PEER_NO_ANSWER if answered_none else ReasonCode.PARENT_UNREACHABLE
+                failure: PeerError = PeerError(f"{url}: {exc.__class__.__name__}: {exc}", code=code)
             else:
                 if response.status_code < 400:
                     return response.json()
@@ -90,6 +91,10 @@ class PeerClient:
                 )
                 await asyncio.sleep(delay)
         raise failure
+
+
+# Failures before the request left this host: the peer cannot have seen it.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def _refusal(url: str, response: httpx.Response) -> PeerError:
