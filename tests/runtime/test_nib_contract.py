@@ -465,3 +465,33 @@ async def test_replay_cache_batches_count_a_repeat_in_the_same_batch_as_a_replay
     )
     assert seen == [True, True, False]
     assert await nib.remember_messages([("b-2", "lc", expires), ("b-3", "lc", expires)]) == [False, True]
+
+
+async def test_events_are_filtered_and_paged_in_the_database(nib: SqlNIBStore) -> None:
+    before = utcnow()
+    sealed = await nib.append_events(
+        [event("A", "dev-1"), event("B", "dev-2"), event("A", "dev-2"), event("A")]
+    )
+    after = utcnow()
+    assert [e.seq for e in await nib.read_events(event_type="A")] == [1, 3, 4]
+    assert [e.seq for e in await nib.read_events(event_type="A", subject="dev-2")] == [3]
+    assert [e.seq for e in await nib.read_events(event_type="A", after_seq=1, limit=1)] == [3]
+    assert [e.seq for e in await nib.read_events(actor=sealed[0].actor, since=before, until=after)] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert await nib.read_events(since=after + timedelta(seconds=1)) == []
+    assert await nib.read_events(actor="nobody") == []
+
+
+async def test_proposals_are_paged_in_the_database_oldest_first(nib: SqlNIBStore) -> None:
+    device = (await nib.put_device(make_device(7))).unwrap()
+    for n in range(5):
+        proposal = ConfigProposal(proposal_id=f"prop-{n}", config_payload={"n": n}, category=Sensitivity.LOW,
+                                  origin="global_cntl_1", proposed_by="olga", target_devices=[device.device_id])  # fmt: skip
+        (await nib.create_proposal(proposal)).unwrap()
+    pages = [[p.proposal_id for p in await nib.list_proposals(limit=2, offset=o)] for o in (0, 2, 4)]
+    assert pages == [["prop-0", "prop-1"], ["prop-2", "prop-3"], ["prop-4"]]
+    assert len(await nib.list_proposals()) == 5

@@ -58,13 +58,12 @@ async def proposals(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    found = await request.app.state.node.store.list_proposals(status=status)
-    page = found[offset : offset + limit]
+    found = await request.app.state.node.store.list_proposals(status=status, limit=limit + 1, offset=offset)
     return {
-        "items": [p.model_dump(mode="json") for p in page],
+        "items": [p.model_dump(mode="json") for p in found[:limit]],
         "limit": limit,
         "offset": offset,
-        "next_offset": offset + limit if offset + limit < len(found) else None,
+        "next_offset": offset + limit if len(found) > limit else None,
     }
 
 

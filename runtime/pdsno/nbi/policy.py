@@ -16,7 +16,6 @@ router = APIRouter(prefix="/api/v1", tags=["policy and audit"])
 
 Viewer = Annotated[Operator, Depends(require(OperatorRole.VIEWER))]
 Admin = Annotated[Operator, Depends(require(OperatorRole.ADMIN))]
-AUDIT_SCAN = 5000
 
 
 class PolicyChange(BaseModel):
@@ -59,25 +58,17 @@ async def audit(
     after_seq: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """Events in order, filtered; page on with ``after_seq`` = the answer's ``next_after_seq``."""
-    store = request.app.state.node.store
-    items: list[Any] = []
-    cursor = after_seq
-    while len(items) < limit and (page := await store.read_events(after_seq=cursor, limit=AUDIT_SCAN)):
-        for event in page:
-            cursor = event.seq
-            if (
-                (actor is None or event.actor == actor)
-                and (event_type is None or event.event_type == event_type)
-                and (subject is None or event.subject == subject)
-                and (since is None or event.timestamp >= since)
-                and (until is None or event.timestamp <= until)
-            ):
-                items.append(event.model_dump(mode="json"))
-                if len(items) == limit:
-                    break
-    head = await store.audit_head()
-    return {"items": items, "next_after_seq": cursor if cursor < head.seq and len(items) == limit else None}
+    """Events in order, filtered (in the database); page on with ``after_seq`` = the answer's
+    ``next_after_seq`` (null on the last page)."""
+    page = await request.app.state.node.store.read_events(
+        after_seq=after_seq, limit=limit + 1, actor=actor, event_type=event_type, subject=subject,
+        since=since, until=until,
+    )  # fmt: skip
+    items = page[:limit]
+    return {
+        "items": [event.model_dump(mode="json") for event in items],
+        "next_after_seq": items[-1].seq if len(page) > limit else None,
+    }
 
 
 @router.get("/audit/verify")

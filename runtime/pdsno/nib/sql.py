@@ -565,10 +565,18 @@ class SqlNIBStore:
         return await self._get(PROPOSALS, proposal_id)
 
     async def list_proposals(
-        self, *, status: ConfigStatus | None = None, config_hash: str | None = None
+        self,
+        *,
+        status: ConfigStatus | None = None,
+        config_hash: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[ConfigProposal]:
+        page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
         return await self._list(
-            PROPOSALS, {"status": status, "config_hash": config_hash}, " ORDER BY created_at, proposal_id"
+            PROPOSALS,
+            {"status": status, "config_hash": config_hash},
+            " ORDER BY created_at, proposal_id" + page,
         )
 
     async def store_token(
@@ -684,11 +692,32 @@ class SqlNIBStore:
         self._require_signer()
         return await self._write(lambda tx: self._append(tx, drafts, utcnow()))
 
-    async def read_events(self, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+    async def read_events(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+        actor: str | None = None,
+        event_type: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Event]:
+        params: dict[str, Any] = {"after": after_seq, "limit": limit}
+        where = ["seq > :after"]
+        for column, text in (("actor", actor), ("event_type", event_type), ("subject", subject)):
+            if text is not None:
+                where.append(f"{column} = :{column}")
+                params[column] = text
+        for bound, op, moment in (("since", ">=", since), ("until", "<=", until)):
+            if moment is not None:
+                where.append(f"timestamp {op} :{bound}")
+                params[bound] = moment
+
         def work(tx: Tx) -> list[Event]:
             rows = tx.all(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > :after ORDER BY seq LIMIT :limit",
-                {"after": after_seq, "limit": limit},
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT :limit",
+                params,
             )
             return [_event_from_row(r) for r in rows]
 

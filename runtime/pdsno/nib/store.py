@@ -187,8 +187,15 @@ class NIBStore(Protocol):
     async def get_proposal(self, proposal_id: str) -> ConfigProposal | None: ...
 
     async def list_proposals(
-        self, *, status: ConfigStatus | None = None, config_hash: str | None = None
-    ) -> list[ConfigProposal]: ...
+        self,
+        *,
+        status: ConfigStatus | None = None,
+        config_hash: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ConfigProposal]:
+        """Oldest first; ``limit``/``offset`` page in the database."""
+        ...
 
     async def store_token(
         self, token: ExecutionToken, *, events: Sequence[EventDraft] = ()
@@ -210,7 +217,19 @@ class NIBStore(Protocol):
     # audit log -----------------------------------------------------------------------------
     async def append_events(self, drafts: Sequence[EventDraft]) -> list[Event]: ...
 
-    async def read_events(self, *, after_seq: int = 0, limit: int = 1000) -> list[Event]: ...
+    async def read_events(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+        actor: str | None = None,
+        event_type: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Event]:
+        """Events after ``after_seq`` in order, at most ``limit``, filtered in the database."""
+        ...
 
     async def last_events(self, count: int) -> list[Event]: ...
 
