@@ -30,6 +30,7 @@ from pdsno.admission.joiner import adopt, join, read_bootstrap_file
 from pdsno.admission.provisioning import ProvisioningStore
 from pdsno.admission.validator import Validator
 from pdsno.canonical import utcnow
+from pdsno.changes.executors import snmp_client_for
 from pdsno.config import ControllerConfig
 from pdsno.controller.app import Handler, build_app
 from pdsno.controller.changes_global import GlobalChanges
@@ -110,6 +111,7 @@ class ControllerNode:
         self._upward: UpwardStore | None = None
         self._server: _EmbeddedServer | None = None
         self._peers: PeerClient | None = None
+        self._snmp_client = snmp_client_for(config.changes)
         self.tier = TIERS[self.role]()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = asyncio.Event()
@@ -238,6 +240,7 @@ class ControllerNode:
         if self._upward is not None:
             self._upward.close()
             self._upward = None
+        await self._snmp_client.close()
         if self._peers is not None:
             await self._peers.aclose()
             self._peers = None
@@ -457,6 +460,7 @@ class ControllerNode:
             handlers=self.handlers,
             spawn=self._spawn,
             publish_retained=self._publish_retained,
+            snmp_client=self._snmp_client,
         )
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:

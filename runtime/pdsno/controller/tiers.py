@@ -31,6 +31,7 @@ from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import ControllerRole
 from pdsno.nib.store import NIBStore
 from pdsno.security.keys import Ed25519Signer
+from pdsno.snmp import V3Client
 from pdsno.transport import topics
 from pdsno.transport.mqtt import MqttLink
 from pdsno.transport.upward import UpwardStore
@@ -52,13 +53,14 @@ class NodeParts:
     handlers: dict[MessageType, Handler]  # the node's own, read by REST on every message
     spawn: Callable[[Coroutine[Any, Any, None], str], None]  # a named task the node cancels on stop
     publish_retained: Publish
+    snmp_client: V3Client  # the snmp executor's engine, kept for the process (closed by the node)
 
     @property
     def me(self) -> str:
         return self.signer.signer_id
 
     def executor(self, name: str) -> Executor:
-        return build_executor(name, self.config.changes)
+        return build_executor(name, self.config.changes, snmp_client=self.snmp_client)
 
 
 class Tier(Protocol):

@@ -8,7 +8,7 @@ their protocol libraries (pysnmp) only when they speak.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from pdsno.changes.executors.base import DevicePlan, Executor, FieldChange
 from pdsno.errors import PdsnoError, ReasonCode
 
-__all__ = ["EXECUTORS", "DevicePlan", "Executor", "ExecutorSettings", "FieldChange", "build_executor"]
+if TYPE_CHECKING:
+    from pdsno.snmp import V3Client
+
+__all__ = [
+    "EXECUTORS",
+    "DevicePlan",
+    "Executor",
+    "ExecutorSettings",
+    "FieldChange",
+    "build_executor",
+    "snmp_client_for",
+]
 
 EXECUTORS = ("snmp", "ansible")
 
@@ -44,6 +55,13 @@ class ExecutorSettings(BaseModel):
     """One ``ansible-playbook`` run, at most."""
 
 
+def snmp_client_for(settings: ExecutorSettings) -> V3Client:
+    """The SNMP client a controller keeps for its snmp executors (its engine is built on first use)."""
+    from pdsno.snmp import V3Client
+
+    return V3Client(port=settings.snmp_port, timeout=settings.snmp_timeout_s, retries=settings.snmp_retries)
+
+
 def _inventory_vars(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -65,8 +83,10 @@ def _inventory_vars(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any
     return common, {str(k): v for k, v in devices.items()}
 
 
-def build_executor(name: str, settings: ExecutorSettings) -> Executor:
-    """The executor a payload names (``PdsnoError`` ``INVALID_REQUEST`` for an unknown one)."""
+def build_executor(name: str, settings: ExecutorSettings, *, snmp_client: V3Client | None = None) -> Executor:
+    """The executor a payload names (``PdsnoError`` ``INVALID_REQUEST`` for an unknown one).
+
+    ``snmp_client``: a v3 engine the caller keeps for the snmp executor (see :func:`snmp_client_for`)."""
     if name == "snmp":
         from pdsno.changes.executors.snmp import SnmpExecutor
         from pdsno.snmp import SnmpCredentials, SnmpV3Credential, read_secret_lines
@@ -89,6 +109,7 @@ def build_executor(name: str, settings: ExecutorSettings) -> Executor:
             port=settings.snmp_port,
             timeout=settings.snmp_timeout_s,
             retries=settings.snmp_retries,
+            client=snmp_client,
         )
     if name == "ansible":
         from pdsno.changes.executors.ansible import AnsibleExecutor

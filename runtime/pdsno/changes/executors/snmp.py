@@ -10,8 +10,9 @@ a diff compares like with like and a rollback payload sets back exactly the type
 ``plan`` GETs every OID (an OID the device does not hold is refused: a SET could not be undone);
 ``commit`` sends one SET PDU with every varbind, so the agent applies all or none (RFC 3416 4.2.5);
 ``verify`` GETs again. Write credentials (v2c communities, SNMPv3 users) are tried in order; pysnmp's
-v3arch engine (:class:`pdsno.snmp.V3Client`) carries both, one engine per device operation, built off
-the event loop (~70 ms).
+v3arch engine (:class:`pdsno.snmp.V3Client`) carries both. Building one costs ~70 ms off the event loop,
+so a controller hands its executors one client it keeps (plan, commit and verify then pay for no engine);
+without one, each device operation builds and closes its own.
 """
 
 from __future__ import annotations
@@ -202,11 +203,14 @@ class SnmpExecutor:
         port: int = 161,
         timeout: float = 2.0,
         retries: int = 1,
+        client: V3Client | None = None,
     ) -> None:
+        """``client``: an engine kept by the caller (built with the same port, timeout and retries)."""
         self.credentials = credentials
         self.port = port
         self.timeout = timeout
         self.retries = max(0, retries)
+        self._client = client
 
     # -- the protocol -------------------------------------------------------------------------------
 
@@ -326,7 +330,7 @@ class SnmpExecutor:
             raise PdsnoError(
                 f"{device.device_id}: no IP address to reach it by", code=ReasonCode.DEVICE_UNREACHABLE
             )
-        client = V3Client(port=self.port, timeout=self.timeout, retries=self.retries)
+        client = self._client or V3Client(port=self.port, timeout=self.timeout, retries=self.retries)
         failures: list[SnmpFailure] = []
         try:
             engine = await client.engine()
@@ -341,7 +345,8 @@ class SnmpExecutor:
                     break
                 return result, index
         finally:
-            await client.close()
+            if client is not self._client:
+                await client.close()
         # what the agent said about the request beats a credential it did not know (or did not answer)
         last = next((f for f in failures if f.status not in ("timeout", "auth")), failures[-1])
         if all(f.status == "timeout" for f in failures):
