@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from pdsno.cli import render
 from pdsno.cli.api import Api, connection_options
 from pdsno.cli.output import emit_json, json_option
 
@@ -74,13 +75,13 @@ def propose(api: Api, targets: tuple[str, ...], executor: str, sets: tuple[str, 
         body["rollback"] = json.loads(rollback_file.read_text())
     view = api.call("POST", "/proposals", params={"check": "true"} if check else None, json=body)
     if wait and not check:
-        view = _wait(api, view["proposal_id"], timeout)
+        view = _wait(api, view["proposal_id"], timeout, shown=not as_json)
     if as_json:
         emit_json(view)
     elif check:
         _print_check(view)
     else:
-        _print_proposal(view)
+        _show_proposal(view)
     if check and view.get("refused"):
         raise click.ClickException(f"refused: {view['refused']['code']}: {view['refused']['message']}")
     if wait and not check and view["status"] != "EXECUTED":
@@ -92,12 +93,19 @@ def propose(api: Api, targets: tuple[str, ...], executor: str, sets: tuple[str, 
         )
 
 
-def _wait(api: Api, proposal_id: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while (view := api.call("GET", f"/proposals/{proposal_id}"))["status"] not in FINISHED:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+def _wait(api: Api, proposal_id: str, timeout: float, *, shown: bool = True) -> Any:
+    """Poll until the proposal is finished or ``timeout``; on a terminal a status line says where it is."""
+    started = time.monotonic()
+    deadline = started + timeout
+    with render.status(f"waiting for {proposal_id}", enabled=shown) as line:
+        while (view := api.call("GET", f"/proposals/{proposal_id}"))["status"] not in FINISHED:
+            now = time.monotonic()
+            if now > deadline:
+                break
+            line.update(
+                f"waiting for {proposal_id}: {view['status']} [{now - started:.0f}s of {timeout:.0f}s]"
+            )
+            time.sleep(0.5)
     return view
 
 
@@ -120,6 +128,43 @@ def _print_check(view: dict[str, Any]) -> None:
         for c in changes:
             before = "?" if c["before"] is None else c["before"]
             click.echo(f"  {device}  {c['key']}: {before} -> {c['after']}")
+
+
+def _show_proposal(view: dict[str, Any]) -> None:
+    """A proposal as tables on a terminal, as the plain lines scripts parse elsewhere."""
+    if render.stdout_is_terminal():
+        _draw_proposal(view)
+    else:
+        _print_proposal(view)
+
+
+def _draw_proposal(view: dict[str, Any]) -> None:
+    parts: list[tuple[str, str | None]] = [(view["proposal_id"], "bold"), ("  ", None),
+                                           (view["status"], render.STYLES.get(view["status"])),
+                                           (f"  {view['category']}  by {view['proposed_by']}", None)]  # fmt: skip
+    if view.get("approved_by"):
+        parts.append((f"  approved by {view['approved_by']}", None))
+    if view.get("reason"):
+        parts.append((f"  ({view['reason']})", None))
+    render.lines(parts)
+    render.lines([("targets  ", "bold"), (", ".join(view["target_devices"]), None)])
+    if view.get("execution_token_id"):
+        spent = view.get("token_consumed_at")
+        render.lines([("token    ", "bold"), (view["execution_token_id"], None),
+                      (f"  consumed {spent}" if spent else "  not consumed", None)])  # fmt: skip
+    results = view.get("device_results") or {}
+    if results:
+        rows = []
+        for device, outcome in results.items():
+            problems = [f"{label}: {outcome[key]['code']}: {outcome[key]['message']}"
+                        for key, label in (("error", "error"), ("rollback_error", "rollback")) if outcome.get(key)]  # fmt: skip
+            rows.append((device, outcome.get("status"), "; ".join(problems)))
+        render.table(("DEVICE", "RESULT", "ERROR"), rows, terminal=True)
+    events = view.get("audit", [])
+    if events:
+        render.table(("#", "TIME", "EVENT", "ACTOR"),
+                     [(e["seq"], _when(e["timestamp"]), e["event_type"], e["actor"]) for e in events],
+                     title="audit", right=(0,), terminal=True)  # fmt: skip
 
 
 def _print_proposal(view: dict[str, Any]) -> None:
@@ -148,7 +193,12 @@ def _print_proposal(view: dict[str, Any]) -> None:
 def show(api: Api, proposal_id: str, as_json: bool) -> None:
     """A proposal with its audit trail."""
     view = api.call("GET", f"/proposals/{proposal_id}")
-    emit_json(view) if as_json else _print_proposal(view)
+    emit_json(view) if as_json else _show_proposal(view)
+
+
+def _when(stamp: str | None) -> str | None:
+    """An ISO timestamp to the second, for a table: 2025-01-02 03:04:05."""
+    return stamp[:19].replace("T", " ") if stamp else None
 
 
 @change_group.command("list")
@@ -167,9 +217,12 @@ def list_(api: Api, status: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(items)
         return
-    for view in items:
-        click.echo(f"{view['proposal_id']}  {view['status']:<12} {view['category']:<9} {view['proposed_by']:<12} "
-                   f"{len(view['target_devices'])} device(s)")  # fmt: skip
+    if not items:
+        click.echo("no proposals" + (f" in state {status}" if status else ""))
+        return
+    render.table(("PROPOSAL", "STATUS", "TIER", "PROPOSED BY", "DEVICES", "PROPOSED AT"),
+                 [(v["proposal_id"], v["status"], v["category"], v["proposed_by"], len(v["target_devices"]),
+                   _when(v.get("proposed_at"))) for v in items], right=(4,))  # fmt: skip
 
 
 @change_group.command("approve")
@@ -180,7 +233,7 @@ def list_(api: Api, status: str | None, as_json: bool) -> None:
 def approve(api: Api, proposal_id: str, reason: str | None, as_json: bool) -> None:
     """Approve a waiting change (not one you proposed)."""
     view = api.call("POST", f"/proposals/{proposal_id}/approve", json={"reason": reason})
-    emit_json(view) if as_json else _print_proposal(view)
+    emit_json(view) if as_json else _show_proposal(view)
 
 
 @change_group.command("deny")
@@ -191,7 +244,7 @@ def approve(api: Api, proposal_id: str, reason: str | None, as_json: bool) -> No
 def deny(api: Api, proposal_id: str, reason: str, as_json: bool) -> None:
     """Deny a waiting change; an executed emergency change is undone."""
     view = api.call("POST", f"/proposals/{proposal_id}/deny", json={"reason": reason})
-    emit_json(view) if as_json else _print_proposal(view)
+    emit_json(view) if as_json else _show_proposal(view)
 
 
 @change_group.command("rollback")
@@ -202,4 +255,4 @@ def deny(api: Api, proposal_id: str, reason: str, as_json: bool) -> None:
 def rollback(api: Api, proposal_id: str, reason: str | None, as_json: bool) -> None:
     """Propose undoing an executed change (approved like the original)."""
     view = api.call("POST", f"/proposals/{proposal_id}/rollback", json={"reason": reason})
-    emit_json(view) if as_json else _print_proposal(view)
+    emit_json(view) if as_json else _show_proposal(view)

@@ -7,63 +7,52 @@ CAP_NET_RAW; without them ARP and ICMP are reported as failed protocols and SNMP
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 import click
 
+from pdsno.cli import render
 from pdsno.cli.output import emit_json, json_option, run
 from pdsno.discovery.scanner import PROTOCOLS, ScanProgress, ScanResult, ScanTimeouts, scan
 from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.ipsort import ip_key, sort_ips
 from pdsno.snmp import SnmpCredentials, SnmpV3Credential
 
 DEFAULT_COMMUNITY = "public"
 
 
 class _Progress:
-    """A one-line live counter on stderr (only when stderr is a terminal), at most ten updates a second."""
+    """Feeds the scanner's counters to a status line (shown on a terminal only), at most ten times a second."""
 
-    def __init__(self, subnets: list[str], enabled: bool) -> None:
-        self.label = ", ".join(subnets)
-        self.enabled = enabled
+    def __init__(self, label: str, line: render.Status) -> None:
+        self.label = label
+        self.line = line
         self._last = 0.0
-        self._shown = False
 
     def __call__(self, p: ScanProgress) -> None:
         now = time.monotonic()
-        if not self.enabled or now - self._last < 0.1:
+        if now - self._last < 0.1:
             return
         self._last = now
         snmp = p.snmp_answered + p.snmp_failed
-        line = (
-            f"\rscanning {self.label}: {p.responders} responders of {p.targets} addresses, "
+        self.line.update(
+            f"scanning {self.label}: {p.responders} responders of {p.targets} addresses, "
             f"snmp {p.snmp_answered}/{snmp} [{p.elapsed:.1f}s]"
         )
-        click.echo(line, nl=False, err=True)
-        self._shown = True
-
-    def done(self) -> None:
-        if self._shown:
-            click.echo("\r\033[K", nl=False, err=True)
 
 
 def _table(result: ScanResult) -> None:
-    rows = [("IP(S)", "MAC", "SYSNAME", "VENDOR", "TYPE", "FOUND BY")]
+    rows = []
     for d in result.devices:
-        rows.append(
-            (
-                ",".join(d.addresses or ([d.ip_address] if d.ip_address else [])),
-                d.mac_address,
-                d.hostname or "-",
-                d.vendor or "-",
-                str(d.device_type),
-                ",".join(d.protocol_caps) or "-",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        addresses = sort_ips(d.addresses or ([d.ip_address] if d.ip_address else []))
+        rows.append((addresses, d.mac_address, d.hostname, d.vendor, str(d.device_type),
+                     ",".join(d.protocol_caps)))  # fmt: skip
+    rows.sort(key=lambda row: ip_key(row[0][0] if row[0] else None))
+    render.table(
+        ("IP(S)", "MAC", "SYSNAME", "VENDOR", "TYPE", "FOUND BY"),
+        [(",".join(row[0]), *row[1:]) for row in rows],
+    )
 
 
 def _summary(result: ScanResult) -> str:
@@ -121,21 +110,19 @@ def discover(
     if "snmp" in wanted:
         parsed = tuple(SnmpV3Credential.parse(text) for text in v3)
         credentials = SnmpCredentials(communities or (() if parsed else (DEFAULT_COMMUNITY,)), parsed)
-    progress = _Progress(list(subnets), enabled=not as_json and sys.stderr.isatty())
-    try:
+    label = ", ".join(subnets)
+    with render.status(f"scanning {label}", enabled=not as_json) as line:
         result = run(
             scan(
                 list(subnets),
                 snmp_credentials=credentials,
                 protocols=wanted,
                 timeouts=ScanTimeouts() if timeout is None else ScanTimeouts.uniform(timeout),
-                progress=progress,
+                progress=_Progress(label, line),
                 snmp_port=snmp_port,
                 snmp_tables=not system_only,
             )
         )
-    finally:
-        progress.done()
     for failure in result.failures:
         click.echo(f"pdsno: warning: {failure.code} {failure.protocol}: {failure.reason}", err=True)
     if as_json:

@@ -6,13 +6,18 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pdsno.cli import render
 from pdsno.cli.output import emit_json, json_option
-from pdsno.lab import DEFAULT_PREFIX, Lab, default_state_dir
+from pdsno.ipsort import ip_key
+from pdsno.lab import DEFAULT_PREFIX, Lab, default_state_dir, load_topology
+from pdsno.lab.state import own_netns_re
+from pdsno.lab.system import list_netns
 from pdsno.lab.topology import BUILTIN_TOPOLOGIES
 
 state_dir_option = click.option(
@@ -64,7 +69,9 @@ def up(topology: str, state_dir: Path | None, prefix: str, parallel: int, as_jso
     started = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        lab = Lab.up(topology, state_dir, prefix=prefix, parallel=parallel)
+        with render.status(f"building lab {topology}", enabled=not as_json,
+                           poll=_build_progress(topology, prefix)):  # fmt: skip
+            lab = Lab.up(topology, state_dir, prefix=prefix, parallel=parallel)
     finally:
         signal.signal(signal.SIGTERM, previous)
     seconds = time.monotonic() - started
@@ -89,19 +96,37 @@ def up(topology: str, state_dir: Path | None, prefix: str, parallel: int, as_jso
         + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         + f"), {len(lab.hosts())} controller hosts"
     )
-    for host in lab.hosts():
-        served = ", ".join(f"{s.cidr} ({s.interface} {s.ip})" for s in host.subnets)
-        click.echo(
-            f"  {host.role:<6} {host.name:<12} {lab.netns(host.name):<22} {host.mgmt_ip}"
-            + (f"  {served}" if served else "")
-        )
+    render.table(
+        ("ROLE", "HOST", "NAMESPACE", "MGMT IP", "SERVES"),
+        [(host.role, host.name, lab.netns(host.name), host.mgmt_ip,
+          ", ".join(f"{s.cidr} ({s.interface} {s.ip})" for s in host.subnets))
+         for host in lab.hosts()],
+    )  # fmt: skip
     click.echo(f"inventory     {lab.inventory_path}")
     click.echo(f"ground truth  {lab.ground_truth_path}")
-    click.echo(
-        f"try           ip netns exec {lab.netns(lab.hosts('lc')[0].name)} ping -c1 {devices[0].addresses[0]}"
-        if devices
-        else ""
-    )
+    lcs = lab.hosts("lc")
+    near = [a for d in devices if lcs and d.lc == lcs[0].name for a in d.addresses]
+    if near:
+        click.echo(f"try           ip netns exec {lab.netns(lcs[0].name)} ping -c1 {min(near, key=ip_key)}")
+
+
+def _build_progress(topology: str, prefix: str) -> Callable[[float], str]:
+    """What the status line says while ``Lab.up`` builds: namespaces made so far (it reports nothing
+    itself), then that the daemons are starting."""
+    try:
+        topo = load_topology(topology)
+        expected = len(topo.devices()) + len(topo.hosts()) + 2  # the switch and the management namespace
+    except Exception:  # Lab.up reports a bad topology itself
+        expected = 0
+    own = own_netns_re(prefix)
+
+    def line(seconds: float) -> str:
+        made = sum(1 for ns in list_netns() if own.fullmatch(ns))
+        if expected and made >= expected:
+            return f"building lab {topology}: {made} namespaces, starting sshd and snmpd [{seconds:.0f}s]"
+        return f"building lab {topology}: {made}/{expected or '?'} namespaces [{seconds:.0f}s]"
+
+    return line
 
 
 @lab_group.command("down")
@@ -174,8 +199,9 @@ def _print_status(data: dict[str, Any]) -> None:
         f"snmpd        {devices['snmpd_alive']}/{devices['snmpd_expected']} running"
         + (f"; dead: {', '.join(devices['snmpd_dead'][:5])}" if devices["snmpd_dead"] else "")
     )
-    for name, host in hosts.items():
-        alive = "sshd running" if host["sshd_alive"] else "sshd DEAD"
-        click.echo(
-            f"host         {host['role']:<6} {name:<12} {host['netns']:<22} {host['mgmt_ip']:<15} {alive}"
-        )
+    render.table(
+        ("ROLE", "HOST", "NAMESPACE", "MGMT IP", "SSHD"),
+        [(host["role"], name, host["netns"], host["mgmt_ip"], "running" if host["sshd_alive"] else "DEAD")
+         for name, host in hosts.items()],
+        title="hosts",
+    )  # fmt: skip

@@ -31,6 +31,22 @@ COMMANDS = {
     "token": "pdsno.cli.controller:token_group",
 }
 
+# What `pdsno --help` lists for each, the first sentence of its docstring (a test keeps them equal): the
+# list is printed without importing every command (httpx alone brings in rich and pygments).
+SUMMARIES = {
+    "audit": "Read and verify the append-only, hash-chained audit log.",
+    "broker": "The Mosquitto broker's configuration, password file and ACL.",
+    "change": "Configuration changes: propose, list, show, approve, deny, roll back.",
+    "controller": "Run a controller of any tier.",
+    "discover": "Discover the devices of one or more subnets (ARP, ICMP, SNMP) and print them.",
+    "lab": "A network of Linux namespaces to run PDSNO against: devices that answer ARP, ICMP and SNMP, "
+    "controller hosts reachable over SSH, a management network.",
+    "nib": "Create, upgrade, inspect and sweep the Network Information Base.",
+    "operator": "Operators of the northbound API (on the global controller).",
+    "pki": "Create the deployment CA and issue TLS certificates (ECDSA P-256).",
+    "token": "Bootstrap tokens for admitting new controllers.",
+}
+
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -43,6 +59,22 @@ class LazyGroup(click.Group):
         command = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from SUMMARIES for the lazy commands, without importing them."""
+        listed: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            command = (
+                click.Command(name, help=SUMMARIES[name])
+                if name in COMMANDS and name not in self.commands
+                else self.get_command(ctx, name)
+            )
+            if command is not None and not command.hidden:
+                listed.append((name, command))
+        if listed:
+            limit = formatter.width - 6 - max(len(name) for name, _ in listed)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in listed])
 
 
 @click.group(

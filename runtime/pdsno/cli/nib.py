@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from pdsno.cli import render
 from pdsno.cli.common import config_option, identity_signer, load
 from pdsno.cli.output import emit_json, json_option, run
 from pdsno.config import ControllerConfig
@@ -92,8 +93,7 @@ def stats(config_path: Path, as_json: bool) -> None:
     click.echo(f"NIB       {data['location']}  (schema version {data['schema_version']})")
     tables = data["tables"]
     assert isinstance(tables, dict)
-    for table, count in tables.items():
-        click.echo(f"  {table:<18} {count:>8}")
+    render.table(("TABLE", "ROWS"), list(tables.items()), right=(1,))
     by_status = data["devices_by_status"]
     assert isinstance(by_status, dict)
     if by_status:

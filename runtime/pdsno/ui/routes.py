@@ -30,6 +30,7 @@ from pdsno.audit.verify import signer_keys, verify_log
 from pdsno.canonical import utcnow
 from pdsno.changes.proposals import blast_radius
 from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.ipsort import ip_key, sort_ips
 from pdsno.nbi.auth import AuthError, authorise, hash_token
 from pdsno.nib.models import ConfigStatus, Device, DeviceStatus, DeviceType, Event, Operator, OperatorRole
 from pdsno.ui.sessions import (
@@ -81,7 +82,7 @@ def _seconds(value: float | None) -> str:
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters.update(
-    when=_when, seconds=_seconds, pretty=lambda v: json.dumps(v, indent=2, default=str)
+    when=_when, seconds=_seconds, pretty=lambda v: json.dumps(v, indent=2, default=str), sort_ips=sort_ips
 )
 
 
@@ -251,7 +252,16 @@ async def devices(
     )
     needle = q.strip().lower()
     found = [d for d in scanned if _matches(d, needle)] if needle else scanned
-    found.sort(key=lambda d: (d.region or "", d.hostname or d.device_id))
+    # By name; devices without one after them, by address in numeric order (198.18.1.2 before .11).
+    found.sort(
+        key=lambda d: (
+            d.region or "",
+            d.hostname is None,
+            d.hostname or "",
+            ip_key(d.ip_address),
+            d.device_id,
+        )
+    )
     regions = sorted({c.region for c in await store.list_controllers() if c.region})
     summary = {
         r: {s.value: await store.count_devices(region=r, status=s) for s in DeviceStatus} for r in regions
