@@ -316,3 +316,50 @@ def test_the_help_list_says_what_each_command_says() -> None:
         assert click.Command(name, help=SUMMARIES[name]).get_short_help_str(500) == real.get_short_help_str(
             500
         )
+
+
+class _FakeLab:
+    topology_name = "default"
+    state_dir = "/tmp/pdsy-lab"
+    prefix = "pdsy-"
+    inventory_path = "/tmp/pdsy-lab/inventory.yml"
+    ground_truth_path = "/tmp/pdsy-lab/ground_truth.json"
+
+    def devices(self) -> list[SimpleNamespace]:
+        return [SimpleNamespace(kind="snmp", lc="lc-a1", addresses=["198.18.1.11", "198.18.1.2"]),
+                SimpleNamespace(kind="icmp_only", lc="lc-b1", addresses=["198.18.2.1"])]  # fmt: skip
+
+    def hosts(self, role: str | None = None) -> list[SimpleNamespace]:
+        link = SimpleNamespace(cidr="198.18.1.0/24", interface="eth1", ip="198.18.1.254")
+        every = [SimpleNamespace(role="gc", name="gc-1", mgmt_ip="198.19.255.10", subnets=[]),
+                 SimpleNamespace(role="lc", name="lc-a1", mgmt_ip="198.19.255.31", subnets=[link])]  # fmt: skip
+        return [h for h in every if role in (None, h.role)]
+
+    def netns(self, name: str) -> str:
+        return f"pdsy-c-{name}"
+
+
+def test_lab_up_prints_its_hosts_as_a_table_and_a_ping_to_the_lowest_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pdsno.cli import lab
+
+    monkeypatch.setattr(lab.Lab, "up", lambda *args, **kwargs: _FakeLab())
+    done = CliRunner().invoke(lab.lab_group, ["up", "--prefix", "pdsy-"])
+    assert done.exit_code == 0, done.output
+    lines = done.output.splitlines()
+    assert re.fullmatch(
+        r"lab default up in 0\.\d s: 2 devices \(1 icmp_only, 1 snmp\), 2 controller hosts", lines[0]
+    )
+    assert lines[1].split() == ["ROLE", "HOST", "NAMESPACE", "MGMT", "IP", "SERVES"]
+    assert lines[3].split() == [
+        "lc",
+        "lc-a1",
+        "pdsy-c-lc-a1",
+        "198.19.255.31",
+        "198.18.1.0/24",
+        "(eth1",
+        "198.18.1.254)",
+    ]
+    assert lines[-1] == "try           ip netns exec pdsy-c-lc-a1 ping -c1 198.18.1.2"
+    assert ESCAPE not in done.output

@@ -112,19 +112,21 @@ def up(topology: str, state_dir: Path | None, prefix: str, parallel: int, as_jso
 
 def _build_progress(topology: str, prefix: str) -> Callable[[float], str]:
     """What the status line says while ``Lab.up`` builds: namespaces made so far (it reports nothing
-    itself), then that the daemons are starting."""
-    try:
-        topo = load_topology(topology)
-        expected = len(topo.devices()) + len(topo.hosts()) + 2  # the switch and the management namespace
-    except Exception:  # Lab.up reports a bad topology itself
-        expected = 0
+    itself), then that the daemons are starting. The topology is read on the first call (a terminal's)."""
     own = own_netns_re(prefix)
+    expected: list[int] = []
 
     def line(seconds: float) -> str:
+        if not expected:
+            try:
+                topo = load_topology(topology)
+                expected.append(len(topo.devices()) + len(topo.hosts()) + 2)  # + switch and management
+            except Exception:  # Lab.up reports a bad topology itself
+                expected.append(0)
         made = sum(1 for ns in list_netns() if own.fullmatch(ns))
-        if expected and made >= expected:
+        if expected[0] and made >= expected[0]:
             return f"building lab {topology}: {made} namespaces, starting sshd and snmpd [{seconds:.0f}s]"
-        return f"building lab {topology}: {made}/{expected or '?'} namespaces [{seconds:.0f}s]"
+        return f"building lab {topology}: {made}/{expected[0] or '?'} namespaces [{seconds:.0f}s]"
 
     return line
 
