@@ -44,6 +44,7 @@ APT_PACKAGES=(
     iputils-arping     # arping
     arp-scan           # ARP sweeps in tests and for operators
     nmap               # host discovery scans
+    ieee-data          # IEEE OUI registry (/usr/share/ieee-data/oui.csv): vendors of devices without SNMP
     chromium           # the dashboard's browser tests (Playwright drives it; its own browser download is not used)
     libnss3-tools      # certutil: those tests' Chromium trusts the test CA
 )

@@ -43,7 +43,7 @@ options:
         description: Only this vendor, as the NIB spells it.
         type: str
       type:
-        description: Only this device type (router, switch, server, endpoint, unknown).
+        description: Only this device type (router, switch, firewall, access_point, wireless_controller, server, endpoint, unknown).
         type: str
 notes:
   - Host variables set for each device - C(ansible_host), C(pdsno_device_id), C(pdsno_mac),

@@ -32,7 +32,16 @@ TIMED_OUT = "TIMED_OUT"
 
 # The NIB's vocabularies, for argument choices (the GC refuses anything else with 422 anyway).
 DEVICE_STATUSES = ["active", "inactive", "unreachable", "quarantined", "degraded"]
-DEVICE_TYPES = ["router", "switch", "server", "endpoint", "unknown"]
+DEVICE_TYPES = [
+    "router",
+    "switch",
+    "firewall",
+    "access_point",
+    "wireless_controller",
+    "server",
+    "endpoint",
+    "unknown",
+]
 TIERS = ["LOW", "MEDIUM", "HIGH", "EMERGENCY"]
 PROPOSAL_STATUSES = [
     "PENDING",

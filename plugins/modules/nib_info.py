@@ -52,7 +52,7 @@ options:
     description:
       - Only devices of this type.
     type: str
-    choices: [router, switch, server, endpoint, unknown]
+    choices: [router, switch, firewall, access_point, wireless_controller, server, endpoint, unknown]
   controller_role:
     description:
       - Only controllers of this role.

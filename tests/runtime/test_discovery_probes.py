@@ -164,7 +164,7 @@ async def test_snmp_probe_end_to_end_on_loopback(tables: bool) -> None:
         (".1.3.6.1.4.1.2636.1.1.1.2.31", 2636, "Juniper"),
         ("1.3.6.1.4.1.30065.1.3011", 30065, "Arista"),
         ("1.3.6.1.4.1.14988.1", 14988, "MikroTik"),
-        ("1.3.6.1.4.1.8072.3.2.10", 8072, "net-snmp"),
+        ("1.3.6.1.4.1.8072.3.2.10", 8072, "Linux"),  # net-snmp names the OS; the agent is kept apart
         ("1.3.6.1.4.1.2011.2.23", 2011, "Huawei"),
         ("1.3.6.1.4.1.12356.101.1", 12356, "Fortinet"),
         ("1.3.6.1.4.1.25461.2.3", 25461, "Palo Alto Networks"),
@@ -210,7 +210,7 @@ def test_vendor_falls_back_to_sysdescr() -> None:
             DeviceType.SWITCH,
         ),
         (72, "HP LaserJet 4250", DeviceType.ENDPOINT),
-        (72, "FortiGate-60E v6.4.9", DeviceType.ROUTER),
+        (72, "FortiGate-60E v6.4.9", DeviceType.FIREWALL),
         (None, "Juniper Networks, Inc. ex2200-24t-4g Ethernet Switch", DeviceType.SWITCH),
         (72, "Linux web-1 6.1.0 #1 SMP x86_64", DeviceType.SERVER),
     ],
@@ -303,7 +303,8 @@ def test_merge_by_arp_mac_and_by_snmp_addresses() -> None:
     assert box.device_id == device_id_for_mac(a)
     assert box.ip_address == "10.0.0.5"
     assert box.hostname == "box"
-    assert box.vendor == "net-snmp"
+    assert box.vendor == "Linux"
+    assert box.snmp_info["agent"] == "net-snmp"
     assert box.device_type == DeviceType.SERVER
     assert box.uptime_seconds == 123
     assert box.discovery_method == "arp,icmp,snmp"
@@ -608,7 +609,7 @@ def test_lab_full_discovery(lab: ProbeLab) -> None:
         "198.19.250.21": ("lab-r1", "Cisco", "router", "v2c", "community #1", "15.2(4)M7"),
         "198.19.250.22": ("lab-sw2", "Juniper", "switch", "v2c", "community #2", "12.3R6.6"),
         "198.19.250.23": ("lab-v3", "Arista", "switch", "v3", f"user {V3_USER.user}", "4.28.3M"),
-        "198.19.250.26": ("lab-multi", "net-snmp", "server", "v2c", "community #1", "6.1.0-pdsno"),
+        "198.19.250.26": ("lab-multi", "Linux", "server", "v2c", "community #1", "6.1.0-pdsno"),
     }
     by_name = {d.name: d for d in probe_lab.default_devices()}
     for ip, (name, vendor, kind, version, credential, firmware) in expected.items():
@@ -656,7 +657,7 @@ def test_lab_system_only(lab: ProbeLab) -> None:
         "198.19.250.21": ("lab-r1", "Cisco", "router", "v2c", "15.2(4)M7"),
         "198.19.250.22": ("lab-sw2", "Juniper", "switch", "v2c", "12.3R6.6"),
         "198.19.250.23": ("lab-v3", "Arista", "switch", "v3", "4.28.3M"),
-        "198.19.250.26": ("lab-multi", "net-snmp", "server", "v2c", "6.1.0-pdsno"),
+        "198.19.250.26": ("lab-multi", "Linux", "server", "v2c", "6.1.0-pdsno"),
     }
     for ip, (name, vendor, kind, version, firmware) in expected.items():
         device = devices[ip]

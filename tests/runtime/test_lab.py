@@ -55,7 +55,7 @@ def test_builtin_topologies_have_the_promised_shape() -> None:
     assert sorted(h.role for h in default.hosts()) == ["broker", "gc", "lc", "lc", "lc", "rc", "rc"]
     assert sum(len(z.subnets) for z in default.zones) == 3
     vendors = {d.vendor for d in devices if d.sysObjectID}
-    assert {"Cisco", "Juniper", "Arista", "HP", "MikroTik", "net-snmp"} <= vendors
+    assert {"Cisco", "Juniper", "Arista", "HP", "MikroTik", "Linux"} <= vendors
     assert len({i.mac for d in devices for i in d.interfaces}) == sum(len(d.interfaces) for d in devices)
 
     bench = load_topology("bench-24").devices()

@@ -110,6 +110,15 @@ async def test_device_round_trip_with_metadata_interfaces_and_addresses(nib: Sql
     assert await nib.list_devices(region="zone-b") == []
 
 
+async def test_every_device_type_is_stored_and_filtered(nib: SqlNIBStore) -> None:
+    """Schema 4's CHECK constraint takes every DeviceType; list_devices filters on each."""
+    for n, kind in enumerate(DeviceType, start=100):
+        (await nib.put_device(make_device(n, device_type=kind))).unwrap()
+    for n, kind in enumerate(DeviceType, start=100):
+        found = await nib.list_devices(device_type=kind)
+        assert [d.device_id for d in found] == [device_id_for_mac(make_device(n).mac_address)], kind
+
+
 async def test_second_insert_of_a_device_is_refused(nib: SqlNIBStore) -> None:
     (await nib.put_device(make_device(2))).unwrap()
     again = await nib.put_device(make_device(2, hostname="other"))

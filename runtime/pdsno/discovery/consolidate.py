@@ -23,7 +23,14 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from pdsno.discovery.probes.base import Observation
-from pdsno.discovery.vendors import device_type_for, enterprise_number, firmware_for, vendor_for
+from pdsno.discovery.vendors import (
+    agent_for,
+    device_type_for,
+    enterprise_number,
+    firmware_for,
+    oui_vendor,
+    vendor_for,
+)
 from pdsno.nib.models import Device, DeviceStatus, DeviceType, Interface, normalise_mac
 
 PROTOCOL_ORDER = ("arp", "icmp", "snmp")
@@ -268,19 +275,23 @@ def consolidate(
                 "sys_services": services,
                 "if_number": snmp.get("if_number"),
                 "enterprise": enterprise_number(oid),
+                "agent": agent_for(oid),
                 "answered_on": [m.ip for m in with_snmp],
             }
             vendor = vendor_for(oid, descr)
-            device_type = device_type_for(services, descr)
+            device_type = device_type_for(services, descr, oid)
             firmware = firmware_for(descr)
             hostname = snmp.get("sys_name") or None
             uptime = ticks // 100 if isinstance(ticks, int) and ticks >= 0 else None
             interfaces = _interfaces(snmp.get("interfaces", []))
-        elif snmp_probed:
-            failed = next((m.snmp for m in members if m.snmp is not None), None)
-            snmp_info = {"snmp_reachable": False}
-            if failed is not None and failed.get("error"):
-                snmp_info["error"] = failed["error"]
+        else:
+            # no SNMP: the maker of its network card, when the IEEE registry is installed
+            vendor = oui_vendor(mac)
+            if snmp_probed:
+                failed = next((m.snmp for m in members if m.snmp is not None), None)
+                snmp_info = {"snmp_reachable": False}
+                if failed is not None and failed.get("error"):
+                    snmp_info["error"] = failed["error"]
         device = Device(
             mac_address=mac,
             ip_address=primary.ip,

@@ -330,7 +330,7 @@ class LabDevice(_Strict):
 
     @property
     def vendor(self) -> str | None:
-        return vendor_name(self.sysObjectID)
+        return vendor_name(self.sysObjectID, self.sysDescr)
 
     @property
     def runs_snmpd(self) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pdsno.discovery.vendors import ENTERPRISES, enterprise_number
+from pdsno.discovery.vendors import vendor_for
 
 
 def normalise_oid(oid: str) -> str:
@@ -16,11 +16,10 @@ def normalise_oid(oid: str) -> str:
     return oid.strip().lstrip(".")
 
 
-def vendor_name(sys_object_id: str | None) -> str | None:
-    """The vendor a ``sysObjectID`` names, by the same table discovery uses (so ground truth and
-    results speak one language)."""
-    number = enterprise_number(sys_object_id)
-    return None if number is None else ENTERPRISES.get(number)
+def vendor_name(sys_object_id: str | None, sys_descr: str | None = None) -> str | None:
+    """The vendor a device's system group names, by the same registry and rules discovery uses (so ground
+    truth and results speak one language): net-snmp's Linux agents are ``Linux``."""
+    return vendor_for(sys_object_id, sys_descr) if sys_object_id else None
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ PROFILES: dict[str, Profile] = {
     "juniper-mx": Profile(
         "Juniper Networks, Inc. mx204 internet router, kernel JUNOS 21.4R3-S3.4, "
         "Build date: 2023-03-03 02:51:44 UTC Copyright (c) 1996-2023 Juniper Networks, Inc.",
-        "1.3.6.1.4.1.2636.1.1.1.2.156",
+        "1.3.6.1.4.1.2636.1.1.1.2.144",  # jnxProductNameJNP204: the MX204
         4,
         ("fxp0", "et-0-0-0", "et-0-0-1"),
         "00:05:85",

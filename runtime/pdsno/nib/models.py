@@ -27,8 +27,13 @@ class DeviceStatus(StrEnum):
 
 
 class DeviceType(StrEnum):
+    """What kind of box a device is (NIB schema 4 added firewall, access point and wireless controller)."""
+
     ROUTER = "router"
     SWITCH = "switch"
+    FIREWALL = "firewall"
+    ACCESS_POINT = "access_point"
+    WIRELESS_CONTROLLER = "wireless_controller"
     SERVER = "server"
     ENDPOINT = "endpoint"
     UNKNOWN = "unknown"
