@@ -29,6 +29,7 @@ from pdsno.admission.identity import Identity, load_identity, save_identity
 from pdsno.admission.joiner import adopt, join, read_bootstrap_file
 from pdsno.admission.provisioning import ProvisioningStore
 from pdsno.admission.validator import Validator
+from pdsno.audit.watch import AuditWatch
 from pdsno.canonical import utcnow
 from pdsno.changes.executors import snmp_client_for
 from pdsno.config import ControllerConfig
@@ -42,7 +43,7 @@ from pdsno.controller.uplink import Peers, Uplink
 from pdsno.errors import ConfigError, PdsnoError, ReasonCode
 from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected, MessageType
 from pdsno.messaging.keys import KeyRing, SigningKey
-from pdsno.messaging.messages import Heartbeat
+from pdsno.messaging.messages import AuditStatus, ChildStatus, Heartbeat
 from pdsno.messaging.sign import seal
 from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import Controller, ControllerRole, Decision, EventDraft, KeyKind, MessageKey
@@ -60,6 +61,8 @@ from pdsno.transport.upward import UPWARD_FILE_NAME, UpwardStore
 log = logging.getLogger(__name__)
 
 PROVISIONING_FILE = "provisioning.sqlite3"
+AUDIT_CHECK_S = 60.0
+"""How often a controller checks the events appended to its own audit chain (the first check walks it all)."""
 
 
 def audit_publish_refusals(store: NIBStore, controller_id: str) -> Callable[[str, str], Awaitable[None]]:
@@ -118,6 +121,9 @@ class ControllerNode:
         self._started = time.monotonic()
         self.handlers: dict[MessageType, Handler] = {MessageType.HEARTBEAT: self._on_heartbeat_message}
         self.peer_clocks: dict[str, ClockReading] = {}
+        # Each peer's last verified heartbeat and when it was sent (its audit status, its children).
+        self.peer_heartbeats: dict[str, tuple[Heartbeat, datetime]] = {}
+        self._audit: AuditWatch | None = None
 
     # --- what the REST app reads ------------------------------------------------------------
 
@@ -165,6 +171,11 @@ class ControllerNode:
     def mqtt_outbox_depth(self) -> int:
         return self._mqtt.pending() if self._mqtt is not None else 0
 
+    @property
+    def audit_status(self) -> AuditStatus | None:
+        """This controller's last check of its own audit chain."""
+        return self._audit.status if self._audit is not None else None
+
     def own_public_keys(self) -> dict[str, Ed25519PublicKey]:
         """The keys this controller signs its audit events with, from its key file (not its NIB)."""
         return dict.fromkeys({self.config.controller.id, self.controller_id}, self._key.public_key())
@@ -207,6 +218,7 @@ class ControllerNode:
                 "the NIB may lose acknowledged writes in a crash", extra=dict(self._store.durability_gaps)
             )
         await record_first_start(self._store, config, local)
+        self._audit = AuditWatch(self._store, self.own_public_keys)
         self._identity = await self._take_identity()
         self._store.use_signer(Ed25519Signer(self.controller_id, self._key))
         keyring = await KeyRing.load_from(self._store)
@@ -438,6 +450,7 @@ class ControllerNode:
         await self.tier.take_up(self._tier_parts(self._mqtt, policy))
         await self._mqtt.start()
         self._spawn(self._heartbeats(), "heartbeats")
+        self._spawn(self._watch_audit(), "audit-watch")
 
     def _tier_parts(self, mqtt: MqttLink, policy: PolicyHolder) -> NodeParts:
         identity = self.identity
@@ -479,11 +492,42 @@ class ControllerNode:
             uptime_s=round(time.monotonic() - self._started, 3),
             nib_backend=self.store.backend,
             version=__version__,
+            audit=self._audit.status if self._audit is not None else None,
+            children=self._children(),
         )
         key = SigningKey.from_ed25519(identity_key_id(self.controller_id), self.controller_id, self._key)
         return seal(
             MessageType.HEARTBEAT, payload, sender_id=self.controller_id, recipient_id=BROADCAST, key=key
         )
+
+    def _children(self) -> list[ChildStatus]:
+        """The controllers below this one, as their last heartbeats told (an RC's LCs; the GC's RCs)."""
+        below = {
+            ControllerRole.GLOBAL: ControllerRole.REGIONAL,
+            ControllerRole.REGIONAL: ControllerRole.LOCAL,
+        }
+        child_role = below.get(self.role)
+        return [
+            ChildStatus(
+                controller_id=beat.controller_id,
+                role=beat.role,
+                region=beat.region,
+                last_seen=seen,
+                clock_skew_s=self.peer_clocks[beat.controller_id].skew_s,
+                audit=beat.audit,
+            )
+            for beat, seen in self.peer_heartbeats.values()
+            if beat.role is child_role and beat.controller_id in self.peer_clocks
+        ]
+
+    async def _watch_audit(self) -> None:
+        """Check this controller's own chain now and every AUDIT_CHECK_S; heartbeats carry the result."""
+        assert self._audit is not None
+        while True:
+            status = await self._audit.check()
+            if not status.ok:
+                log.error("the audit chain does not verify", extra={"problem": status.problem})
+            await asyncio.sleep(AUDIT_CHECK_S)
 
     async def _publish_heartbeat(self) -> None:
         if self._mqtt is not None:
@@ -523,6 +567,8 @@ class ControllerNode:
         sender = envelope.sender_id
         skew = (envelope.timestamp - received).total_seconds()
         self.peer_clocks[sender] = ClockReading(round(skew, 3), received)
+        if envelope.message_type is MessageType.HEARTBEAT:
+            self.peer_heartbeats[sender] = (envelope.payload_as(Heartbeat), envelope.timestamp)
 
         async def touch() -> NIBResult[Controller]:
             known = await self.store.get_controller(sender)

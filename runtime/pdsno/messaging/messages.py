@@ -290,6 +290,28 @@ class PolicyAck(_Payload):
 # --- liveness, resync, keys (§7, code-only) -------------------------------------------------
 
 
+class AuditStatus(_Payload):
+    """A controller's last check of its own audit chain (:mod:`pdsno.audit.watch`)."""
+
+    ok: bool
+    checked: int = Field(ge=0)
+    head_seq: int = Field(ge=0)
+    verified_at: datetime
+    problem: str | None = None
+
+
+class ChildStatus(_Payload):
+    """What a controller's parent passes up of it, from its last verified heartbeat: so the GC shows
+    the local controllers it holds no key for."""
+
+    controller_id: str
+    role: ControllerRole
+    region: str | None = None
+    last_seen: datetime
+    clock_skew_s: float
+    audit: AuditStatus | None = None
+
+
 class Heartbeat(_Payload):
     controller_id: str
     role: ControllerRole
@@ -298,6 +320,8 @@ class Heartbeat(_Payload):
     uptime_s: float = Field(ge=0)
     nib_backend: str
     version: str
+    audit: AuditStatus | None = None
+    children: list[ChildStatus] = Field(default_factory=list, max_length=1000)
 
 
 SyncEntity = Literal["devices", "controllers", "policies", "proposals"]

@@ -65,16 +65,29 @@ async def controllers(
     request: Request, _: Viewer, role: ControllerRole | None = None, region: str | None = None
 ) -> list[dict[str, Any]]:
     """The controllers this one knows; ``clock`` is null until a signed heartbeat of theirs arrived."""
-    node = request.app.state.node
+    return await known_controllers(request.app.state.node, role=role, region=region)
+
+
+async def known_controllers(
+    node: Any, *, role: ControllerRole | None = None, region: str | None = None
+) -> list[dict[str, Any]]:
+    """The controllers in this one's NIB with their clock and audit status (their last heartbeat's; ours
+    for this one) and, as their heartbeats tell, the controllers below them (``children``: the GC holds
+    no key of a local controller, its RC vouches for it)."""
     found: list[Controller] = await node.store.list_controllers(role=role, region=region)
-    clocks = node.peer_clocks
-    return [
-        {
+    clocks, beats = node.peer_clocks, node.peer_heartbeats
+    views = []
+    for c in found:
+        beat = beats[c.controller_id][0] if c.controller_id in beats else None
+        own = c.controller_id == node.controller_id
+        audit = node.audit_status if own else (beat.audit if beat is not None else None)
+        views.append({
             **jsonable_encoder(c),
             "clock": _clock(clocks[c.controller_id]) if c.controller_id in clocks else None,
-        }
-        for c in found
-    ]
+            "audit": jsonable_encoder(audit) if audit is not None else None,
+            "children": [jsonable_encoder(child) for child in beat.children] if beat is not None else [],
+        })  # fmt: skip
+    return views
 
 
 @router.get("/devices")

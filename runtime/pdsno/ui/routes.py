@@ -32,6 +32,7 @@ from pdsno.changes.proposals import blast_radius
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.ipsort import ip_key, sort_ips
 from pdsno.nbi.auth import AuthError, authorise, hash_token
+from pdsno.nbi.routes import known_controllers
 from pdsno.nib.models import ConfigStatus, Device, DeviceStatus, DeviceType, Event, Operator, OperatorRole
 from pdsno.ui.sessions import (
     COOKIE,
@@ -292,16 +293,21 @@ async def controllers(request: Request, visitor: Viewer) -> Response:
     # A controller is counted live while fewer than three heartbeats in a row are missing.
     live_s = 3 * node.config.mqtt.heartbeat_interval_s
     rows = []
-    for c in await node.store.list_controllers():
-        age = (now - c.last_seen).total_seconds() if c.last_seen else None
-        rows.append({
-            "controller": c,
-            "self": c.controller_id == node.controller_id,
-            "age": age,
-            "live": age is not None and age < live_s,
-            # Stamped by the sender, stored on arrival by us: the difference is clock skew plus transit.
-            "skew": (c.updated_at - c.last_seen).total_seconds() if c.last_seen and c.updated_at else None,
-        })  # fmt: skip
+    for view in await known_controllers(node):
+        # Each one the GC knows, then those its heartbeat vouches for (an RC's local controllers).
+        for entry, vouched in ((view, False), *((child, True) for child in view["children"])):
+            seen = entry["last_seen"]
+            age = (now - datetime.fromisoformat(seen)).total_seconds() if seen else None
+            skew = entry["clock_skew_s"] if vouched else (entry["clock"] or {}).get("skew_s")
+            rows.append({
+                "view": entry,
+                "parent": view["controller_id"] if vouched else entry["parent_id"],
+                "vouched": vouched,
+                "self": entry["controller_id"] == node.controller_id,
+                "age": age,
+                "live": age is not None and age < live_s,
+                "skew": skew,
+            })  # fmt: skip
     return _render(request, "controllers.html", visitor, rows=rows, mqtt_connected=node.mqtt_connected,
                  live_s=live_s)  # fmt: skip
 
