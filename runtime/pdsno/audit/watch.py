@@ -7,6 +7,7 @@ already checked is found by ``pdsno audit verify`` (or the dashboard's audit pag
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -39,7 +40,8 @@ class AuditWatch:
             ]
             if not page:
                 break
-            self._verifier.feed(page)
+            # Hashes and signatures of a page take a while: off the event loop, which serves meanwhile.
+            await asyncio.to_thread(self._verifier.feed, page)
         problem = report.problems[0].describe() if report.problems else None
         if problem is None and report.head_seq < head.seq:
             problem = f"the log ends at #{report.head_seq} but its head records #{head.seq}"
