@@ -65,7 +65,7 @@ for region in sorted({d["zone"] for d in truth["devices"]}):
               and got.get("hostname") == want["sysName"] and got.get("vendor") == want["vendor"]
               and got.get("region") == region and got.get("local_controller") == lc_ids[want["lc"]])
         right += ok
-        print(f"  {want['name']:<13} {', '.join(got.get('addresses', [])) or '-':<38} {got.get('hostname') or '-':<13} "
+        print(f"  {want['name']:<13} {', '.join(sorted(got.get('addresses', []), key=ipaddress.ip_address)) or '-':<38} {got.get('hostname') or '-':<13} "
               f"{got.get('vendor') or '-':<9} {got.get('device_type') or '-':<8} {got.get('local_controller') or '-':<20} "
               f"{'yes' if ok else 'NO'}")
 extra = set(found) - {d["mac"] for d in truth["devices"]}
