@@ -24,7 +24,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -224,6 +224,20 @@ def _sqlite_copy(source: Path, dest: Path, *, busy_timeout_s: float, read_only: 
         raise _failed(f"cannot copy {source}: {exc}", path=str(source)) from None
 
 
+def _written(output: Path, make: Callable[[Path], BackupSummary]) -> BackupSummary:
+    """``make`` writes the backup into a temporary file beside ``output`` and reads its summary back; the
+    file takes ``output``'s place only once it is whole."""
+    tmp = _temp_next_to(output)
+    try:
+        summary = make(tmp)
+        _put_in_place(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    summary.path = output.absolute()
+    return summary
+
+
 def _backup_sqlite(config: ControllerConfig, output: Path) -> BackupSummary:
     nib = config.nib.sqlite_path
     if not nib.exists():
@@ -232,16 +246,12 @@ def _backup_sqlite(config: ControllerConfig, output: Path) -> BackupSummary:
         )
     if output.exists() and output.resolve() == nib.resolve():
         raise _failed("the backup cannot overwrite the NIB itself", path=str(output))
-    tmp = _temp_next_to(output)
-    try:
+
+    def copy(tmp: Path) -> BackupSummary:
         _sqlite_copy(nib, tmp, busy_timeout_s=config.nib.busy_timeout_ms / 1000, read_only=False)
-        summary = _sqlite_summary(tmp)
-        _put_in_place(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    summary.path = output.absolute()
-    return summary
+        return _sqlite_summary(tmp)
+
+    return _written(output, copy)
 
 
 def _leave_wal(path: Path) -> bool:
@@ -441,16 +451,12 @@ def _backup_postgres(config: ControllerConfig, output: Path) -> BackupSummary:
     pg_dump = _tool("pg_dump")
     _tool("pg_restore")  # needed to read the copy back; say so before dumping
     conninfo, env = _pg_connection(config.nib.dsn or "")
-    tmp = _temp_next_to(output)
-    try:
+
+    def dump(tmp: Path) -> BackupSummary:
         _run_tool([pg_dump, "--format=custom", f"--file={tmp}", f"--dbname={conninfo}"], env)
-        summary, _ = _dump_summary(tmp)
-        _put_in_place(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    summary.path = output.absolute()
-    return summary
+        return _dump_summary(tmp)[0]
+
+    return _written(output, dump)
 
 
 def _pg_target_state(dsn: str) -> tuple[bool, int]:
