@@ -68,6 +68,8 @@ HOST = "127.0.0.1"
 SENDER = "local_cntl_zone-a_1"  # signs (a local controller)
 RECEIVER = "regional_cntl_zone-a_1"  # verifies (its regional controller)
 REGION = "zone-a"
+SENDERS = tuple(f"local_cntl_zone-a_{n}" for n in range(1, 9))
+"""The MQTT publishers, each its own LC account and topic (all sign as SENDER: one key to verify)."""
 HEARTBEAT = {
     "controller_id": SENDER,
     "role": "local",
@@ -263,6 +265,7 @@ class BenchNode:
     public_key: str = ""
     validator: None = None
     mqtt_connected: bool = False
+    mqtt_outbox_depth: int = 0
     handlers: dict[MessageType, Callable[[Envelope], Awaitable[Envelope | None]]] = field(
         default_factory=dict
     )
@@ -621,24 +624,23 @@ def client_main(conn: Connection, key: SharedKey, loop: str) -> None:
 
 
 async def _publisher(conn: Connection, spec: dict[str, Any], key: SharedKey) -> None:
+    """Publish through one MqttLink per sender account, each on its own discovery topic, messages dealt
+    out in turn: an RC hears many LCs at once, not one."""
     from pdsno.transport import topics
     from pdsno.transport.mqtt import MqttLink
 
-    link = MqttLink(
-        client_id=SENDER,
-        host=spec["host"],
-        port=spec["port"],
-        username=SENDER,
-        password=spec["password"],
-        outbox_path=Path(spec["workdir"]) / "publisher-outbox.sqlite3",
-        status_topic=None,
-        ca_file=Path(spec["ca"]),
-    )
-    topic = topics.discovery(REGION, SENDER)
-    await link.start()
+    links = [
+        (MqttLink(client_id=name, host=spec["host"], port=spec["port"], username=name, password=password,
+                  outbox_path=Path(spec["workdir"]) / f"publisher-outbox-{name}.sqlite3", status_topic=None,
+                  ca_file=Path(spec["ca"])), topics.discovery(REGION, name))
+        for name, password in spec["senders"]
+    ]  # fmt: skip
+    for link, _ in links:
+        await link.start()
     try:
-        if not await link.wait_connected(15):
-            raise RuntimeError("the publisher could not connect to the broker")
+        for link, _ in links:
+            if not await link.wait_connected(15):
+                raise RuntimeError("a publisher could not connect to the broker")
         bodies: list[bytes] = []
         while True:
             command = await asyncio.to_thread(conn.recv)
@@ -650,14 +652,16 @@ async def _publisher(conn: Connection, spec: dict[str, Any], key: SharedKey) -> 
             elif command[0] == "publish":
                 batch, bodies = bodies[: command[1]], bodies[command[1] :]
                 first = time.perf_counter()
-                for body in batch:
+                for n, body in enumerate(batch):
+                    link, topic = links[n % len(links)]
                     await link.publish(topic, body, qos=1)
                     await asyncio.sleep(0)  # let PUBACKs in, as a real sender's loop would
                 published = time.perf_counter()
-                flushed = await link.wait_until_flushed(120)
+                flushed = all([await link.wait_until_flushed(120) for link, _ in links])
                 conn.send({"first": first, "published": published, "flushed": flushed})
     finally:
-        await link.stop()
+        for link, _ in links:
+            await link.stop()
 
 
 def publisher_main(conn: Connection, spec: dict[str, Any], key: SharedKey, loop: str) -> None:
@@ -691,9 +695,11 @@ async def mqtt_bench(
     sys.path.insert(0, str(REPO))  # tests.runtime.mosquitto_server: the test suite's real broker
     from pdsno.transport import topics
     from pdsno.transport.mqtt import MqttLink
-    from tests.runtime.mosquitto_server import MosquittoBroker
+    from tests.runtime.mosquitto_server import DEFAULT_ACCOUNTS, MosquittoBroker
 
-    broker = MosquittoBroker(workdir / "mqtt")
+    broker = MosquittoBroker(
+        workdir / "mqtt", accounts=[*DEFAULT_ACCOUNTS, *((name, "local", REGION) for name in SENDERS[2:])]
+    )
     publisher = store = link = None
     try:
         store = await open_bench_nib(workdir, "nib-mqtt.sqlite3")
@@ -735,7 +741,7 @@ async def mqtt_bench(
         spec = {
             "host": broker.host,
             "port": broker.port,
-            "password": broker.account(SENDER).password,
+            "senders": [(name, broker.account(name).password) for name in SENDERS],
             "ca": str(broker.ca),
             "workdir": str(workdir),
         }

@@ -88,6 +88,9 @@ ConnectedCallback = Callable[[bool], Awaitable[None]]
 _RESEND_BARRIER_S: Final = 30.0
 _REDELIVERY_MAX_S: Final = 30.0
 MAX_HANDLER_TRIES: Final = 5
+HANDLERS_IN_FLIGHT: Final = 32
+"""Messages whose handlers run at once (Mosquitto sends at most ``max_inflight_messages``, 20 by default,
+unacknowledged QoS 1 messages to a client anyway)."""
 """Deliveries of one message whose handlers failed before it is acknowledged anyway (and dropped)."""
 _RECEIVE_MAXIMUM: Final = 100
 
@@ -656,8 +659,37 @@ class MqttLink:
                 logger.debug("MQTT subscribed", extra={**self._log, "topic_filter": topic_filter})
 
     async def _dispatch(self) -> None:
-        while True:
-            generation, topic, payload, mid, qos = await self._inbox.get()
+        """Hand each message to its handlers: several messages at once (a verification's replay-cache write
+        then shares its transaction with the others'), one at a time per topic, so each topic's messages
+        are handled in the order they came; acknowledgements leave in arrival order, as MQTT requires."""
+        slots = asyncio.Semaphore(HANDLERS_IN_FLIGHT)
+        handled: asyncio.Queue[tuple[asyncio.Task[bool], int, str, bytes, int, int]] = asyncio.Queue()
+        last_of_topic: dict[str, asyncio.Task[bool]] = {}
+        acker = asyncio.create_task(self._acknowledge_in_order(handled))
+        try:
+            while True:
+                generation, topic, payload, mid, qos = await self._inbox.get()
+                await slots.acquire()
+                # One entry per topic, the latest message's (topics are few: one or two per controller).
+                before = last_of_topic.get(topic)
+                task = asyncio.create_task(
+                    self._handle(topic, payload, None if before is None or before.done() else before, slots)
+                )
+                last_of_topic[topic] = task
+                handled.put_nowait((task, generation, topic, payload, mid, qos))
+        finally:
+            acker.cancel()
+            for task in list(last_of_topic.values()):
+                task.cancel()
+
+    async def _handle(
+        self, topic: str, payload: bytes, after: asyncio.Task[bool] | None, slots: asyncio.Semaphore
+    ) -> bool:
+        """Every handler of ``topic``'s subscriptions, once ``after`` (the topic's previous message) is
+        done; True if one failed."""
+        try:
+            if after is not None:
+                await asyncio.wait({after})
             matched = failed = False
             for sub in list(self._subscriptions.values()):
                 if not mqtt.topic_matches_sub(sub.topic_filter, topic):
@@ -681,6 +713,16 @@ class MqttLink:
                     "broker queued for this session)",
                     extra={**self._log, "topic": topic},
                 )
+            return failed
+        finally:
+            slots.release()
+
+    async def _acknowledge_in_order(
+        self, handled: asyncio.Queue[tuple[asyncio.Task[bool], int, str, bytes, int, int]]
+    ) -> None:
+        while True:
+            task, generation, topic, payload, mid, qos = await handled.get()
+            failed = await task
             if qos > 0 and generation == self._generation and self._connected:
                 if not failed:
                     if self._failures:  # it may be a redelivery that went through this time
