@@ -56,6 +56,8 @@ class ReasonCode(StrEnum):
     # discovery (reference-design §3)
     SCAN_PROTOCOL_FAILED = "SCAN_PROTOCOL_FAILED"
     DISCOVERY_CYCLE_FAILED = "DISCOVERY_CYCLE_FAILED"
+    # hosts answered ARP/ICMP but no SNMP agent answered with the credentials given
+    SNMP_NO_ANSWER = "SNMP_NO_ANSWER"
     DISCOVERY_SKIPPED = "DISCOVERY_SKIPPED"
     DISCOVERY_REPORT_REJECTED = "DISCOVERY_REPORT_REJECTED"
     # admission (reference-design §2)

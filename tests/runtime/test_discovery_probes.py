@@ -676,21 +676,37 @@ def test_lab_system_only(lab: ProbeLab) -> None:
 
 def test_lab_snmpv3_needs_the_right_credentials(lab: ProbeLab) -> None:
     code, data, stderr, _ = discover(lab, "--snmpv3", f"{V3_USER.user}:wrong-auth-pass:{V3_USER.priv_key}")
-    assert code == 0, stderr
+    assert code == 1 and "SNMP_NO_ANSWER 198.19.250.23: no SNMP answer with v3 user" in stderr, stderr
     v3 = by_ip(data)["198.19.250.23"]
     assert v3["hostname"] is None
     assert v3["snmp_info"]["snmp_reachable"] is False
     assert "auth-failed" in v3["snmp_info"]["error"]
     code, data, stderr, _ = discover(lab, "--snmpv3", f"nobody:{V3_USER.auth_key}:{V3_USER.priv_key}")
-    assert code == 0, stderr
+    assert code == 1 and "pdsno: SNMP_NO_ANSWER" in stderr, stderr
     assert by_ip(data)["198.19.250.23"]["snmp_info"]["snmp_reachable"] is False
     code, data, stderr, _ = discover(lab, "--snmpv3", f"{V3_USER.user}:{V3_USER.auth_key}:{V3_USER.priv_key}")
     assert by_ip(data)["198.19.250.23"]["hostname"] == "lab-v3"
 
 
-def test_lab_wrong_community_only(lab: ProbeLab) -> None:
+def test_lab_wrong_community_only_names_each_silent_agent_and_fails(lab: ProbeLab) -> None:
     code, data, stderr, _ = discover(lab, "--community", "not-the-community")
-    assert code == 0, stderr
+    assert code == 1, stderr
+    assert "not-the-community" not in stderr, "a credential is never printed"
+    warned = [
+        line.split()[3].rstrip(":")
+        for line in stderr.splitlines()
+        if line.startswith("pdsno: warning: SNMP_NO_ANSWER")
+    ]
+    assert warned == list(data["snmp_unanswered"]) and "198.19.250.21" in warned, stderr
+    assert "198.19.250.24" not in warned, (
+        "no agent there (port unreachable): nothing to blame the community for"
+    )
+    assert "no SNMP answer with community #1 (timeout)" in stderr
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith("pdsno: SNMP_NO_ANSWER: no SNMP agent answered with community #1")
+    )
     devices = by_ip(data)
     assert len(devices) == 7  # without SNMP the multi-NIC device is two (one per MAC)
     assert all(d["hostname"] is None for d in devices.values())

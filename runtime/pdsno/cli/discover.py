@@ -42,6 +42,13 @@ class _Progress:
         )
 
 
+def _credentials_named(credentials: SnmpCredentials) -> str:
+    """The credentials tried, as the operator gave them, secrets left out."""
+    names = [f"community #{n}" for n in range(1, len(credentials.communities) + 1)]
+    names += [f"v3 user {v3.user}" for v3 in credentials.v3]
+    return ", ".join(names) or "no credential"
+
+
 def _table(result: ScanResult) -> None:
     rows = []
     for d in result.devices:
@@ -107,6 +114,8 @@ def discover(
     if no_snmp and "snmp" in wanted:
         raise PdsnoError("--no-snmp contradicts --protocol snmp", code=ReasonCode.INVALID_REQUEST)
     credentials = SnmpCredentials()
+    # Credentials given, or SNMP asked for by name: its silence is then a failure, not a finding.
+    explicit = bool(communities or v3 or "snmp" in protocols)
     if "snmp" in wanted:
         parsed = tuple(SnmpV3Credential.parse(text) for text in v3)
         credentials = SnmpCredentials(communities or (() if parsed else (DEFAULT_COMMUNITY,)), parsed)
@@ -125,12 +134,25 @@ def discover(
         )
     for failure in result.failures:
         click.echo(f"pdsno: warning: {failure.code} {failure.protocol}: {failure.reason}", err=True)
+    tried = _credentials_named(credentials)
+    for ip, error in result.snmp_unanswered.items():
+        click.echo(
+            f"pdsno: warning: {ReasonCode.SNMP_NO_ANSWER} {ip}: no SNMP answer with {tried} ({error})",
+            err=True,
+        )
     if as_json:
         data: dict[str, Any] = result.as_dict()
         emit_json(data)
     else:
         _table(result)
         click.echo(_summary(result), err=True)
+    answered = any(d.snmp_info.get("snmp_reachable") for d in result.devices if d.snmp_info)
+    if explicit and result.snmp_unanswered and not answered:
+        raise PdsnoError(
+            f"no SNMP agent answered with {tried}: {len(result.snmp_unanswered)} host(s) tried",
+            code=ReasonCode.SNMP_NO_ANSWER,
+            hosts=list(result.snmp_unanswered),
+        )
     if result.cycle_failed:
         raise PdsnoError(
             "every discovery protocol failed ("

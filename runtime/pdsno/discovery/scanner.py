@@ -32,6 +32,7 @@ from pdsno.discovery.probes.base import SCAN_PROTOCOL_FAILED, Observation, Probe
 from pdsno.discovery.probes.icmp import IcmpProbe
 from pdsno.discovery.probes.snmp import SnmpProbe
 from pdsno.errors import PdsnoError, ReasonCode
+from pdsno.ipsort import ip_key
 from pdsno.nib.models import Device
 from pdsno.snmp import SnmpCredentials
 
@@ -100,6 +101,9 @@ class ScanResult:
     timings: dict[str, float | None]
     measurements: dict[str, dict[str, Any]]
     protocols: list[str]
+    snmp_unanswered: dict[str, str] = field(default_factory=dict)
+    """Responders that may run an SNMP agent but answered none of the credentials given (silence, a refusal):
+    IP -> the last error. A host that closes the SNMP port (ICMP port unreachable) has none: not listed."""
     _origin: float = 0.0
 
     @property
@@ -122,6 +126,7 @@ class ScanResult:
             "measurements": self.measurements,
             "probes": {name: s.as_dict(self._origin) for name, s in self.stats.items()},
             "failures": [f.as_dict() for f in self.failures],
+            "snmp_unanswered": self.snmp_unanswered,
         }
 
 
@@ -358,6 +363,13 @@ async def scan(
         },
         measurements=result.measurements,
         protocols=wanted,
+        snmp_unanswered={
+            o.ip: str(o.fields.get("error") or "no answer")
+            for o in sorted(cycle.observations, key=lambda o: ip_key(o.ip))
+            if o.protocol == "snmp"
+            and not o.fields.get("reachable")
+            and not str(o.fields.get("error", "")).startswith("no agent")
+        },
         _origin=origin,
     )
 
