@@ -309,6 +309,10 @@ class V2cTransport:
             return await future
         finally:
             self._pending.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                # An ICMP error about this host may have settled it while our own send failed or we were
+                # cancelled: what it says is what the caller already learns (or no longer needs).
+                future.exception()
 
     async def _send(self, data: bytes, ip: str) -> None:
         """sendto, where an error may be a stale one: an ICMP error about *another* host sets the socket's

@@ -340,6 +340,45 @@ class SnmpProbe:
         stats.details["adaptive_timeout_s"] = round(estimator.timeout(), 4)
         return stats
 
+    async def _any_community(
+        self, ip: str, transport: V2cTransport, stats: ProbeStats
+    ) -> tuple[dict[str, Any] | None, str, bool]:
+        """(facts, last error, no agent) of a walk with every community at once: an agent ignores a
+        wrong one, so trying them in turn would cost a timeout each. The first walk that succeeds wins
+        (the lowest-numbered among those done together) and the others are dropped."""
+        walks = {
+            asyncio.create_task(
+                collect(session, tables=self.tables, first_max_repetitions=self.first_max_repetitions)
+            ): (n, session)
+            for n, session in enumerate(V2cSession(transport, ip, c, self.retries) for c in self.credentials.communities)
+        }  # fmt: skip
+        error, no_agent = "no credential tried", False
+        try:
+            while walks:
+                done, _ = await asyncio.wait(walks, return_when=asyncio.FIRST_COMPLETED)
+                for walk in sorted(done, key=lambda w: walks[w][0]):
+                    n, session = walks.pop(walk)
+                    failure = walk.exception()
+                    if failure is None:
+                        facts = walk.result()
+                        facts["credential"] = f"community #{n + 1}"
+                        return facts, error, False
+                    if not isinstance(failure, SnmpFailure):
+                        raise failure
+                    # The other walks meet the same ICMP answer at once: let them end on their own.
+                    if isinstance(failure, SnmpNoAgent):
+                        error, no_agent = f"no agent ({failure})", True
+                    elif not no_agent:
+                        error = (
+                            "timeout" if isinstance(failure, SnmpTimeout) else f"{failure.kind}: {failure}"
+                        )
+                    stats.retries += max(0, session.requests - 1)
+        finally:
+            for walk in walks:
+                walk.cancel()
+            await asyncio.gather(*walks, return_exceptions=True)
+        return None, error, no_agent
+
     async def _host(
         self,
         ip: str,
@@ -355,22 +394,8 @@ class SnmpProbe:
             facts: dict[str, Any] | None = None
             error = "no credential tried"
             no_agent = False
-            if transport is not None:
-                for n, community in enumerate(self.credentials.communities):
-                    session = V2cSession(transport, ip, community, self.retries)
-                    try:
-                        facts = await collect(
-                            session, tables=self.tables, first_max_repetitions=self.first_max_repetitions
-                        )
-                    except SnmpNoAgent as exc:
-                        error, no_agent = f"no agent ({exc})", True
-                        break
-                    except SnmpFailure as exc:
-                        error = "timeout" if isinstance(exc, SnmpTimeout) else f"{exc.kind}: {exc}"
-                        stats.retries += max(0, session.requests - 1)
-                        continue
-                    facts["credential"] = f"community #{n + 1}"
-                    break
+            if transport is not None and self.credentials.communities:
+                facts, error, no_agent = await self._any_community(ip, transport, stats)
             if facts is None and not no_agent and v3 is not None:
                 for credential in self.credentials.v3:
                     try:
