@@ -678,9 +678,11 @@ class MqttLink:
                 last_of_topic[topic] = task
                 handled.put_nowait((task, generation, topic, payload, mid, qos))
         finally:
-            acker.cancel()
-            for task in list(last_of_topic.values()):
-                task.cancel()
+            unfinished: list[asyncio.Task[Any]] = [acker, *last_of_topic.values()]
+            for pending in unfinished:
+                pending.cancel()
+            # Unacknowledged, they come again with the session; here they only need to end.
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _handle(
         self, topic: str, payload: bytes, after: asyncio.Task[bool] | None, slots: asyncio.Semaphore
