@@ -88,7 +88,7 @@ def test_summaries_made_while_the_rc_is_cut_off_from_the_gc_arrive_once_the_link
     cut = ["ip", "route", "add", "blackhole", f"{world.lab.host('gc-1').mgmt_ip}/32"]
     world.lab.exec_in(RC, cut)  # the RC's namespace: its packets to the GC go nowhere
     try:
-        for _ in range(2):
+        for _cycle in range(2):
             run_cycle(world, LC)
         sent = wait_for(lambda: len(s := summaries_owed()) >= 2 and s, 60, "two summaries owed to the GC")
     finally:

@@ -48,13 +48,16 @@ async def test_a_restarted_postgresql_loses_no_acknowledged_write(
         "postgresql", dsn=own_server.create_database(), signer=signer, create=True, pool_size=2
     )
     try:
+
+        async def write(n: int) -> None:
+            found = EventDraft(event_type="DEVICE_DISCOVERED", actor=signer.signer_id, subject=f"dev-{n}")
+            (await store.put_device(_device(n), events=[found])).unwrap()
+
         for n in range(N):
-            (await store.put_device(_device(n), events=[EventDraft(event_type="DEVICE_DISCOVERED", actor=signer.signer_id,
-                                                                    subject=f"dev-{n}")])).unwrap()  # fmt: skip
+            await write(n)
         own_server.restart()
         for n in range(N, 2 * N):
-            (await store.put_device(_device(n), events=[EventDraft(event_type="DEVICE_DISCOVERED", actor=signer.signer_id,
-                                                                    subject=f"dev-{n}")])).unwrap()  # fmt: skip
+            await write(n)
         assert await store.count_devices() == 2 * N, f"{2 * N} written, all kept"
         report = await verify_log(store, {signer.signer_id: signer.private_key.public_key()})
         assert report.ok, report.as_dict()
