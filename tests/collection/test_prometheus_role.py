@@ -30,7 +30,10 @@ INVENTORY: dict[str, Any] = {
                 "children": {
                     "global": {
                         "hosts": {
-                            "gc1.example.net": {"ansible_host": "10.0.0.10", "pdsno_controller_id": "global_cntl_1"}
+                            "gc1.example.net": {
+                                "ansible_host": "10.0.0.10",
+                                "pdsno_controller_id": "global_cntl_1",
+                            }
                         }
                     },
                     "regional": {
@@ -65,7 +68,9 @@ INVENTORY: dict[str, Any] = {
 
 def _ansible_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
+    env.update(
+        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0"
+    )
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -108,7 +113,9 @@ def render(tmp_path: Path, inventory: dict[str, Any], **extra_vars: Any) -> dict
         }
     ]
     (tmp_path / "render.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
-    (tmp_path / "vars.json").write_text(json.dumps({"ansible_python_interpreter": sys.executable, **extra_vars}))
+    (tmp_path / "vars.json").write_text(
+        json.dumps({"ansible_python_interpreter": sys.executable, **extra_vars})
+    )
     _run(
         "ansible-playbook",
         "-i",
@@ -138,7 +145,12 @@ def test_every_controller_is_scraped_over_mutual_tls(tmp_path: Path) -> None:
     }
     groups = _by_host(job)
     # every controller, nothing else (not the broker, not the monitoring host)
-    assert sorted(groups) == ["gc1.example.net", "lc-nyc1.example.net", "lc-paris1.example.net", "rc-emea1.example.net"]
+    assert sorted(groups) == [
+        "gc1.example.net",
+        "lc-nyc1.example.net",
+        "lc-paris1.example.net",
+        "rc-emea1.example.net",
+    ]
     assert groups["gc1.example.net"] == {
         "targets": ["10.0.0.10:8443"],
         "labels": {"controller": "global_cntl_1", "inventory_host": "gc1.example.net", "tier": "global"},
@@ -167,7 +179,9 @@ def test_without_a_controllers_group_the_tiers_are_scraped(tmp_path: Path) -> No
         {"all": {"children": children}},
         prometheus_dir="/srv/prom",
         prometheus_scrape_interval="15s",
-        prometheus_extra_scrape_configs=[{"job_name": "self", "static_configs": [{"targets": ["127.0.0.1:9090"]}]}],
+        prometheus_extra_scrape_configs=[
+            {"job_name": "self", "static_configs": [{"targets": ["127.0.0.1:9090"]}]}
+        ],
     )
     job, extra = config["scrape_configs"]
     assert len(_by_host(job)) == 4
@@ -187,7 +201,10 @@ def test_promtool_accepts_the_configuration(tmp_path: Path) -> None:
     for name in ("ca.crt", "prometheus.crt", "prometheus.key"):
         (certificate / name).write_text("")
     done = subprocess.run(
-        [PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, check=False
+        [PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
