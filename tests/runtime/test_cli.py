@@ -10,84 +10,24 @@ import asyncio
 import json
 import shutil
 import subprocess
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pdsno.nib.connect import open_nib
-from pdsno.nib.models import EventDraft
 from pdsno.nib.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
-from pdsno.security.keys import Ed25519Signer, load_private_key
 from tests.runtime.conftest import BACKENDS
+from tests.runtime.controller_cli import PSQL, Controller, make_controller, pdsno
 from tests.runtime.ports import free_port
-
-PDSNO = Path(sys.executable).with_name("pdsno")
-PSQL = Path("/usr/lib/postgresql/15/bin/psql")
-
-
-def pdsno(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(PDSNO), *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
-    )
-
-
-@dataclass
-class Controller:
-    """A controller's config file plus raw SQL access to its NIB, as an operator (or intruder) has."""
-
-    config: Path
-    data_dir: Path
-    backend: str
-    dsn: str | None
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return pdsno(*args, "--config", str(self.config))
-
-    def raw_sql(self, sql: str) -> str:
-        if self.backend == "sqlite":
-            command = [shutil.which("sqlite3") or "sqlite3", str(self.data_dir / "nib.sqlite3"), sql]
-        else:
-            assert self.dsn is not None
-            command = [str(PSQL), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", self.dsn, "-c", sql]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def disable_append_only(self) -> str:
-        if self.backend == "sqlite":
-            return "DROP TRIGGER events_refuse_update; DROP TRIGGER events_refuse_delete;"
-        return "ALTER TABLE events DISABLE TRIGGER USER;"
-
-    async def append(self, kinds: Sequence[str]) -> None:
-        signer = Ed25519Signer("global_cntl_1", load_private_key(self.data_dir / "identity.key"))
-        store = await open_nib(
-            self.backend,  # type: ignore[arg-type]
-            path=self.data_dir / "nib.sqlite3",
-            dsn=self.dsn,
-            signer=signer,
-        )
-        try:
-            await store.append_events(
-                [EventDraft(event_type=k, actor="global_cntl_1", payload={"k": k}) for k in kinds]
-            )
-        finally:
-            await store.close()
 
 
 @pytest.fixture(params=BACKENDS)
 def controller(request: pytest.FixtureRequest, tmp_path: Path) -> Controller:
-    data_dir = tmp_path / "data"
-    nib = "{backend: sqlite}"
-    dsn = None
-    if request.param == "postgresql":
-        dsn = request.getfixturevalue("postgres_server").create_database()
-        nib = f"{{backend: postgresql, dsn: '{dsn}'}}"
-    config = tmp_path / "gc.yml"
-    config.write_text(f"controller: {{id: global_cntl_1, role: global, data_dir: {data_dir}}}\nnib: {nib}\n")
-    return Controller(config, data_dir, request.param, dsn)
+    dsn = (
+        request.getfixturevalue("postgres_server").create_database()
+        if request.param == "postgresql"
+        else None
+    )
+    return make_controller(tmp_path, "data", request.param, dsn)
 
 
 @pytest.fixture

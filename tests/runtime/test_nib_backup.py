@@ -16,87 +16,17 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from pdsno.nib.connect import open_nib
 from pdsno.nib.models import EventDraft
-from pdsno.security.keys import Ed25519Signer, load_private_key
 from tests.runtime.conftest import BACKENDS
+from tests.runtime.controller_cli import CONTROLLER_ID, PSQL, Controller, make_controller, pdsno
 
 PDSNO = Path(sys.executable).with_name("pdsno")
-PSQL = Path("/usr/lib/postgresql/15/bin/psql")
 PG_DUMP = Path("/usr/lib/postgresql/15/bin/pg_dump")
-CONTROLLER_ID = "global_cntl_1"
-
-
-def pdsno(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(PDSNO), *args], capture_output=True, text=True, timeout=60, env=env, check=False
-    )
-
-
-@dataclass
-class Controller:
-    config: Path
-    data_dir: Path
-    backend: str
-    dsn: str | None
-
-    @property
-    def nib_path(self) -> Path:
-        return self.data_dir / "nib.sqlite3"
-
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return pdsno(*args, "--config", str(self.config), env=env)
-
-    def ok(self, *args: str) -> str:
-        done = self.cli(*args)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def stats(self) -> dict[str, object]:
-        data: dict[str, object] = json.loads(self.ok("nib", "stats", "--json"))
-        return data
-
-    def raw_sql(self, sql: str) -> str:
-        if self.backend == "sqlite":
-            command = [shutil.which("sqlite3") or "sqlite3", str(self.nib_path), sql]
-        else:
-            assert self.dsn is not None
-            command = [str(PSQL), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", self.dsn, "-c", sql]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def signer(self) -> Ed25519Signer:
-        return Ed25519Signer(CONTROLLER_ID, load_private_key(self.data_dir / "identity.key"))
-
-    async def append(self, count: int) -> None:
-        store = await open_nib(
-            self.backend,  # type: ignore[arg-type]
-            path=self.nib_path,
-            dsn=self.dsn,
-            signer=self.signer(),
-        )
-        try:
-            await store.append_events(
-                [EventDraft(event_type=f"E{i}", actor=CONTROLLER_ID, payload={"i": i}) for i in range(count)]
-            )
-        finally:
-            await store.close()
-
-
-def make_controller(tmp_path: Path, name: str, backend: str, dsn: str | None = None) -> Controller:
-    data_dir = tmp_path / name
-    nib = "{backend: sqlite}" if backend == "sqlite" else f"{{backend: postgresql, dsn: '{dsn}'}}"
-    config = tmp_path / f"{name}.yml"
-    config.write_text(
-        f"controller: {{id: {CONTROLLER_ID}, role: global, data_dir: {data_dir}}}\nnib: {nib}\n"
-    )
-    return Controller(config, data_dir, backend, dsn)
 
 
 def new_database(request: pytest.FixtureRequest, backend: str) -> str | None:
@@ -111,7 +41,7 @@ def seeded(request: pytest.FixtureRequest, tmp_path: Path) -> Controller:
     """An initialised NIB holding NIB_INITIALISED and five more events."""
     controller = make_controller(tmp_path, "data", request.param, new_database(request, request.param))
     controller.ok("nib", "init")
-    asyncio.run(controller.append(5))
+    asyncio.run(controller.append([f"E{i}" for i in range(5)]))
     return controller
 
 
@@ -241,14 +171,14 @@ def test_restore_into_a_fresh_data_dir(
         assert twin.nib_path.stat().st_mode & 0o777 == 0o600
         assert sorted(p.name for p in twin.data_dir.iterdir()) == ["identity.key", "nib.sqlite3"]
     # The restored NIB is a working NIB: the controller goes on appending to the same chain.
-    asyncio.run(twin.append(2))
+    asyncio.run(twin.append([f"E{i}" for i in range(2)]))
     assert "intact: 8 events" in twin.ok("audit", "verify")
 
 
 def test_restore_refuses_an_existing_nib_without_force(seeded: Controller, tmp_path: Path) -> None:
     backup = tmp_path / "nib.backup"
     seeded.ok("nib", "backup", "-o", str(backup))
-    asyncio.run(seeded.append(3))  # written after the backup
+    asyncio.run(seeded.append([f"E{i}" for i in range(3)]))  # written after the backup
 
     refused = seeded.cli("nib", "restore", "-i", str(backup))
     assert_one_line_error(refused, "ALREADY_EXISTS", 1)
@@ -263,7 +193,7 @@ def test_restore_refuses_an_existing_nib_without_force(seeded: Controller, tmp_p
 def test_restore_refuses_a_nib_that_is_still_open(seeded: Controller, tmp_path: Path) -> None:
     backup = tmp_path / "nib.backup"
     seeded.ok("nib", "backup", "-o", str(backup))
-    asyncio.run(seeded.append(1))
+    asyncio.run(seeded.append([f"E{i}" for i in range(1)]))
 
     async def hold_open() -> None:
         store = await open_nib(
