@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pdsno.admission.credentials import Certificate, DelegationCredential
 from pdsno.errors import ConfigError
 from pdsno.nib.models import ControllerRole
-from pdsno.security.keys import write_secret_file
+from pdsno.security.keys import load_private_key, write_secret_file
 
 IDENTITY_FILE = "identity.json"
 
@@ -48,3 +49,12 @@ def load_identity(data_dir: Path) -> Identity | None:
 
 def save_identity(data_dir: Path, identity: Identity) -> None:
     write_secret_file(identity_path(data_dir), identity.model_dump_json(indent=2).encode())
+
+
+def own_audit_keys(identity_key: Path, data_dir: Path, configured_id: str) -> dict[str, Ed25519PublicKey]:
+    """The keys a controller's own audit events are checked with: its key file's public key, under its
+    configured id (it signs as that before admission) and its assigned id. Never from the NIB, which
+    whoever could rewrite the log could rewrite too."""
+    key = load_private_key(identity_key).public_key()
+    identity = load_identity(data_dir)
+    return dict.fromkeys({configured_id} | ({identity.controller_id} if identity else set()), key)

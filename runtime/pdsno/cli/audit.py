@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from pdsno.admission.identity import load_identity
+from pdsno.admission.identity import own_audit_keys
 from pdsno.audit.chain import ChainReport
 from pdsno.audit.verify import signer_keys, verify_log
 from pdsno.canonical import format_ts
-from pdsno.cli.common import config_option, identity_signer, load
+from pdsno.cli.common import config_option, load
 from pdsno.cli.output import emit_json, json_option, run
 from pdsno.controller.nib_setup import open_configured_nib
 from pdsno.nib.models import Event
@@ -30,16 +30,12 @@ def audit_group() -> None:
 def verify(config_path: Path, as_json: bool) -> None:
     """Walk the whole chain; name the first event edited, deleted or inserted. Exit 3 if any."""
     config = load(config_path)
-    signer, _ = identity_signer(config)
+    own = own_audit_keys(config.security.identity_key, config.controller.data_dir, config.controller.id)
 
     async def go() -> ChainReport:
         store = await open_configured_nib(config)
-        # Before admission the controller signed as its configured (maybe temporary) id, after it as
-        # its assigned id: one key, both names.
-        identity = load_identity(config.controller.data_dir)
-        names = {signer.signer_id} | ({identity.controller_id} if identity else set())
         try:
-            keys = await signer_keys(store, dict.fromkeys(names, signer.public_key()))
+            keys = await signer_keys(store, own)
             return await verify_log(store, keys)
         finally:
             await store.close()

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pdsno.admission.identity import load_identity
+from pdsno.admission.identity import own_audit_keys
 from pdsno.audit.chain import ChainReport, ChainVerifier
 from pdsno.audit.verify import PAGE, signer_keys, verify_log
 from pdsno.config import ControllerConfig, redact_dsn
@@ -40,7 +40,7 @@ from pdsno.errors import AuditError, NIBError, ReasonCode
 from pdsno.nib.connect import open_nib
 from pdsno.nib.models import Event
 from pdsno.nib.sql import _COUNTED_TABLES
-from pdsno.security.keys import load_private_key, public_key_from_b64
+from pdsno.security.keys import public_key_from_b64
 
 
 class BackupTampered(AuditError):
@@ -124,14 +124,8 @@ def _put_in_place(tmp: Path, target: Path) -> None:
 
 
 def _own_keys(config: ControllerConfig) -> dict[str, Ed25519PublicKey]:
-    """This controller's public key under its configured and its assigned id, from its key file.
-
-    The same keys ``pdsno audit verify`` trusts: never the key a (possibly forged) backup claims.
-    """
-    key = load_private_key(config.security.identity_key).public_key()
-    identity = load_identity(config.controller.data_dir)
-    names = {config.controller.id} | ({identity.controller_id} if identity else set())
-    return dict.fromkeys(names, key)
+    """The keys ``pdsno audit verify`` trusts: never the key a (possibly forged) backup claims."""
+    return own_audit_keys(config.security.identity_key, config.controller.data_dir, config.controller.id)
 
 
 def _tool(name: str) -> str:
