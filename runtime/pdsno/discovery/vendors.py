@@ -1,8 +1,8 @@
 """What a device is, from what SNMP (or, without SNMP, its MAC address) says: vendor, type and firmware.
 
 * Vendor: the IANA private enterprise number in ``sysObjectID`` (1.3.6.1.4.1.<n>...) looked up in the
-  registry file ``data/enterprise-numbers.tsv`` (``scripts/update_enterprise_numbers.py`` regenerates it
-  from IANA), its organization named as people name the vendor (``ciscoSystems`` → ``Cisco``). A generic
+  registry file ``data/enterprise-numbers.tsv`` (the whole registry; ``scripts/update_enterprise_numbers.py``
+  regenerates it from IANA or from Debian's offline copy), its organization named as people name the vendor (``ciscoSystems`` → ``Cisco``). A generic
   agent's number (net-snmp, ucd-snmp) names the agent, not the box: the vendor is then a vendor named in
   ``sysDescr``, else the operating system the agent's ``sysObjectID`` names (``Linux``), and
   :func:`agent_for` names the agent. Else a few ``sysDescr`` keywords. Without SNMP, the MAC's OUI in the
@@ -138,20 +138,27 @@ _ALIASES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 _LEGAL = re.compile(
     r"([,.]?\s+(inc|incorporated|corp|corporation|co|company|ltd|limited|llc|gmbh|ag|s\.?a|b\.?v|plc|"
-    r"oy|ab|sia|spa|srl|kk|co\.,?\s*ltd)\.?)+\s*$",
+    r"oy|ab|sia|spa|srl|kk|co\.,?\s*ltd|international)\.?)+\s*$",
     re.IGNORECASE,
 )
 
 
+_SHOUTED_WORD = re.compile(r"\b[A-Z]{5,}\b")
+
+
 def display_name(organization: str) -> str:
     """``Cisco Systems, Inc`` → ``Cisco``; an organization without an alias loses its legal suffix and
-    any ``(url)``: ``Allied Telesis, Inc.`` → ``Allied Telesis``."""
-    name = re.sub(r"\s*\((https?://|www\.)[^)]*\)\s*", " ", organization).strip()
+    any ``(url)`` or ``(remark)``: ``Allied Telesis, Inc.`` → ``Allied Telesis``. A name the registry
+    spells in capitals reads as the vendor writes it (``KYOCERA Corporation`` → ``Kyocera``); short
+    capitals are acronyms and stay (``QNAP SYSTEMS, INC`` → ``QNAP Systems``)."""
+    name = re.sub(r"\s*\([^)]*\)\s*", " ", organization).strip()
     for pattern, alias in _ALIASES:
         if pattern.search(name):
             return alias
-    cleaned = _LEGAL.sub("", name).strip(" ,.")
-    return cleaned or name
+    cleaned = _LEGAL.sub("", name).strip(" ,.") or name
+    if not any(c.islower() for c in cleaned) or _SHOUTED_WORD.fullmatch(cleaned.split()[0]):
+        cleaned = _SHOUTED_WORD.sub(lambda word: word.group(0).capitalize(), cleaned)
+    return cleaned
 
 
 @cache
