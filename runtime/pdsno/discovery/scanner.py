@@ -18,14 +18,14 @@ on with the others; :attr:`ScanResult.cycle_failed` is true only when every prob
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, ip_network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pdsno.discovery.consolidate import consolidate
 from pdsno.discovery.netinfo import LocalAddress, TargetPlan, local_addresses, plan_targets
 from pdsno.discovery.probes.arp import ArpProbe
 from pdsno.discovery.probes.base import SCAN_PROTOCOL_FAILED, Observation, Probe, ProbeStats, TargetStream
@@ -33,8 +33,10 @@ from pdsno.discovery.probes.icmp import IcmpProbe
 from pdsno.discovery.probes.snmp import SnmpProbe
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.ipsort import ip_key
-from pdsno.nib.models import Device
 from pdsno.snmp import SnmpCredentials
+
+if TYPE_CHECKING:
+    from pdsno.nib.models import Device
 
 PROTOCOLS = ("arp", "icmp", "snmp")
 MAX_ADDRESSES = 65_536
@@ -128,6 +130,16 @@ class ScanResult:
             "failures": [f.as_dict() for f in self.failures],
             "snmp_unanswered": self.snmp_unanswered,
         }
+
+
+def _prepare_consolidation() -> None:
+    """Import what consolidation needs (pydantic and the NIB models, ~0.1 s) and read the vendor registry
+    (62,000 enterprise numbers, ~0.2 s). Run in a worker thread while the probes wait for replies, so that
+    neither a command's start-up nor the end of the scan pays for them."""
+    import pdsno.discovery.consolidate  # noqa: F401
+    from pdsno.discovery.vendors import enterprises
+
+    enterprises()
 
 
 def parse_subnets(subnets: Sequence[str | IPv4Network]) -> list[IPv4Network]:
@@ -302,6 +314,7 @@ async def scan(
             await event.wait()
         stream.close()
 
+    preparing = asyncio.create_task(asyncio.to_thread(_prepare_consolidation))
     tasks: list[asyncio.Task[Any]] = []
     if use_arp:
         arp = ArpProbe(local, timeout=t.arp, min_wait=t.arp_min, rate_pps=arp_rate_pps)
@@ -342,8 +355,12 @@ async def scan(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     finished = time.monotonic()
-    snmp_ran = "snmp" in stats
-    result = consolidate(cycle.observations, now=started_at, snmp_probed=snmp_ran)
+    # a failure to prepare is met again, and raised, by the import below
+    with contextlib.suppress(Exception):
+        await preparing
+    from pdsno.discovery.consolidate import consolidate
+
+    result = consolidate(cycle.observations, now=started_at, snmp_probed="snmp" in stats)
     last_response = max((o.at for o in cycle.observations), default=None)
     return ScanResult(
         subnets=[str(n) for n in nets],
