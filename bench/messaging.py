@@ -4,19 +4,18 @@
 
 1. REST, side by side on 127.0.0.1, plain HTTP then TLS. The unsigned peer is a bare FastAPI
    ``POST /echo`` that parses the envelope with pydantic and answers 202. Ours is the real
-   ``build_app(node)``: ``POST /ew/v1/messages`` runs ``Verifier.verify`` (HMAC key, replay cache in a real
-   SQLite NIB) then a HEARTBEAT handler that does nothing. Every server is its own process with the same
+   ``build_app(node)``: ``POST /ew/v1/messages`` runs ``Verifier.verify`` (HMAC key, the replay log on disk,
+   refusals audited in a real SQLite NIB) then a HEARTBEAT handler that does nothing. Every server is its own process with the same
    uvicorn settings as ``ControllerNode`` (httptools, no access log). One load process drives them in turn
    (``--rounds`` rounds, medians reported) with N requests in flight over keep-alive connections, sending
-   envelopes signed before the timer starts, each with a fresh message id and nonce. Three diagnostic
-   servers (plain HTTP only) are the same app and Verifier with the replay cache written in one
-   transaction per batch, written on the event-loop thread, or kept in a set: they show where the time goes.
+   envelopes signed before the timer starts, each with a fresh message id and nonce. A diagnostic server
+   (plain HTTP only) is the same app and Verifier with the replay cache in memory only: the upper bound.
 2. MQTT through a real Mosquitto (TLS, password file, ACL: ``tests/runtime/mosquitto_server.py``): a
    publisher process seals HEARTBEAT envelopes and publishes them QoS 1 through ``MqttLink``; the
    subscribing ``MqttLink`` (this process) runs ``Verifier.verify`` then a trivial handler, or, for the
    peer run, the handler alone. "End to end" is first publish to last handled; "drain" lets the broker
    queue every message first, so that the subscriber's own rate shows.
-3. Per-operation costs in this process (seal, parse, HMAC, thread-pool hop, replay-cache write, verify).
+3. Per-operation costs in this process (seal, parse, HMAC, thread-pool hop, replay-log write, verify).
 
 The servers and the subscriber run on the default asyncio loop, as ``pdsno controller run`` does
 (``--loop uvloop`` to compare). The load generator is a minimal HTTP/1.1 client (``--client httpx`` for
@@ -53,10 +52,11 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pdsno.canonical import format_ts, utcnow
+from pdsno.canonical import utcnow
 from pdsno.controller.app import MESSAGES_PATH, build_app
 from pdsno.messaging.envelope import Envelope, MessageRejected, MessageType
 from pdsno.messaging.keys import KeyRing, SigningKey, new_key_id
+from pdsno.messaging.replay import ReplayLog
 from pdsno.messaging.sign import seal
 from pdsno.messaging.verify import Verifier
 from pdsno.nib.connect import open_nib
@@ -80,7 +80,7 @@ HEARTBEAT = {
     "version": "0.1.0",
 }
 UNSIGNED_PATH = "/echo"
-DIAGNOSTICS = ["signed-batched", "signed-inline", "signed-memreplay"]
+DIAGNOSTICS = ["signed-memreplay"]
 POOL_MAX_AGE_S = 120  # pre-signed envelopes are refused as stale after 300 s (decisions.md C14)
 
 T = TypeVar("T")
@@ -165,89 +165,20 @@ async def open_bench_nib(directory: Path, name: str) -> Any:
     return await open_nib("sqlite", path=directory / name, signer=signer, create=True, pool_size=4)
 
 
-class MemoryReplayStore:
-    """Diagnostic only: the real NIB store, but the replay cache is a set in memory (no SQLite write)."""
+class MemoryReplay:
+    """Diagnostic only: the replay cache as a dict in memory, never written to disk."""
 
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self._seen: set[str] = set()
+    def __init__(self) -> None:
+        self._seen: dict[str, Any] = {}
 
-    async def remember_message(self, message_id: str, sender_id: str, expires_at: Any) -> bool:
+    def first_sighting(self, message_id: str, expires_at: Any) -> bool:
         if message_id in self._seen:
             return False
-        self._seen.add(message_id)
+        self._seen[message_id] = expires_at
         return True
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
-class BatchedReplayStore(MemoryReplayStore):
-    """Diagnostic only: the real INSERT on the NIB's own thread pool, but the calls that arrive while a
-    write is under way share the next transaction (group commit: one thread hop per batch, not per message).
-    """
-
-    def __init__(self, store: Any) -> None:
-        super().__init__(store)
-        self._pending: list[tuple[str, str, Any, asyncio.Future[bool]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def remember_message(self, message_id: str, sender_id: str, expires_at: Any) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((message_id, sender_id, expires_at, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
-        return await future
-
-    async def _write(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-
-            def work(tx: Any, batch: list[tuple[str, str, Any, Any]] = batch) -> list[bool]:
-                now = utcnow()
-                return [
-                    tx.execute(
-                        "INSERT INTO replay_cache (message_id, sender_id, seen_at, expires_at) "
-                        "VALUES (:m, :s, :now, :exp) ON CONFLICT DO NOTHING",
-                        {"m": m, "s": s, "now": now, "exp": exp},
-                    )
-                    == 1
-                    for m, s, exp, _ in batch
-                ]
-
-            try:
-                results = await self._store._db.run(work, write=True)
-            except Exception as exc:
-                for *_, future in batch:
-                    future.set_exception(exc)
-            else:
-                for (*_, future), inserted in zip(batch, results, strict=True):
-                    future.set_result(inserted)
-
-
-class InlineReplayStore(MemoryReplayStore):
-    """Diagnostic only: the same INSERT into the NIB's ``replay_cache`` with the NIB's pragmas, run on the
-    event-loop thread instead of the thread pool (what the thread hop costs, against SQLite itself)."""
-
-    def __init__(self, store: Any, path: Path) -> None:
-        super().__init__(store)
-        self._conn = sqlite3.connect(path, isolation_level=None, timeout=5)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-
-    async def remember_message(self, message_id: str, sender_id: str, expires_at: Any) -> bool:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            inserted = self._conn.execute(
-                "INSERT INTO replay_cache (message_id, sender_id, seen_at, expires_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                (message_id, sender_id, format_ts(utcnow()), format_ts(expires_at)),
-            ).rowcount
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
-        return inserted == 1
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 # --- REST servers (child processes) -----------------------------------------------------------
@@ -297,14 +228,8 @@ async def _serve(kind: str, port: int, workdir: str, key: SharedKey, tls: tuple[
         app = unsigned_app()
     else:
         store = await open_bench_nib(Path(workdir), f"nib-{kind}-{port}.sqlite3")
-        replay = store
-        if kind == "signed-memreplay":
-            replay = MemoryReplayStore(store)
-        elif kind == "signed-batched":
-            replay = BatchedReplayStore(store)
-        elif kind == "signed-inline":
-            replay = InlineReplayStore(store, Path(workdir) / f"nib-{kind}-{port}.sqlite3")
-        verifier = Verifier(RECEIVER, KeyRing([key.verifying()]), replay)
+        replay = MemoryReplay() if kind == "signed-memreplay" else ReplayLog(Path(workdir) / f"replay-{port}")
+        verifier = Verifier(RECEIVER, KeyRing([key.verifying()]), store, replay)  # type: ignore[arg-type]
         app = build_app(BenchNode(store=store, verifier=verifier, handlers={MessageType.HEARTBEAT: _ignore}))
     options: dict[str, Any] = {}
     if tls is not None:
@@ -703,7 +628,7 @@ async def mqtt_bench(
     publisher = store = link = None
     try:
         store = await open_bench_nib(workdir, "nib-mqtt.sqlite3")
-        verifier = Verifier(RECEIVER, KeyRing([key.verifying()]), store)
+        verifier = Verifier(RECEIVER, KeyRing([key.verifying()]), store, ReplayLog(workdir / "replay-mqtt"))
         inbox = Inbox()
 
         async def handle(envelope: Envelope) -> None:
@@ -853,11 +778,9 @@ async def micro_bench(workdir: Path, key: SharedKey, n: int, rounds: int = 5) ->
         results.setdefault(name, []).append(1e6 * (time.perf_counter() - start) / n)
 
     store = await open_bench_nib(workdir, "nib-micro.sqlite3")
-    sql = sqlite3.connect(workdir / "nib-micro.sqlite3", isolation_level=None, timeout=5)
-    sql.execute("PRAGMA journal_mode = WAL")
-    sql.execute("PRAGMA synchronous = NORMAL")
+    replay = ReplayLog(workdir / "replay-micro")
     loop = asyncio.get_running_loop()
-    verifier = Verifier(RECEIVER, keyring, store)
+    verifier = Verifier(RECEIVER, keyring, store, replay)
     expires = utcnow() + timedelta(minutes=5)
     try:
         with ThreadPoolExecutor(4) as pool:
@@ -886,20 +809,9 @@ async def micro_bench(workdir: Path, key: SharedKey, n: int, rounds: int = 5) ->
                     for _ in range(n):
                         await loop.run_in_executor(pool, int)
 
-                async def do_sqlite() -> None:
-                    now, later = format_ts(utcnow()), format_ts(expires)
-                    for _ in range(n):
-                        sql.execute("BEGIN IMMEDIATE")
-                        sql.execute(
-                            "INSERT INTO replay_cache (message_id, sender_id, seen_at, expires_at) "
-                            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                            (str(uuid.uuid4()), SENDER, now, later),
-                        )
-                        sql.execute("COMMIT")
-
                 async def do_remember() -> None:
                     for _ in range(n):
-                        await store.remember_message(str(uuid.uuid4()), SENDER, expires)
+                        replay.first_sighting(str(uuid.uuid4()), expires)
 
                 async def do_verify_serial(batch: list[bytes] = fresh[:n]) -> None:
                     for raw in batch:
@@ -918,12 +830,11 @@ async def micro_bench(workdir: Path, key: SharedKey, n: int, rounds: int = 5) ->
                 await measure("parse_us", do_parse)
                 await measure("signing_bytes_and_hmac_us", do_hmac)
                 await measure("thread_pool_round_trip_us", do_hop)
-                await measure("sqlite_insert_commit_us", do_sqlite)
-                await measure("remember_message_us", do_remember)
+                await measure("replay_log_first_sighting_us", do_remember)
                 await measure("verify_serial_us", do_verify_serial)
                 await measure("verify_32_in_flight_us", do_verify_concurrent)
     finally:
-        sql.close()
+        replay.close()
         await store.close()
     for name, values in results.items():
         out[name] = sorted(values)[len(values) // 2]
@@ -996,8 +907,6 @@ def print_table(report: dict[str, Any], out: Any) -> None:
     labels = {
         "unsigned": "unsigned FastAPI /echo",
         "signed": "signed /ew/v1/messages (verify)",
-        "signed-batched": "  same, replay writes batched *",
-        "signed-inline": "  same, replay write on loop thread *",
         "signed-memreplay": "  same, replay cache in memory *",
     }
     nan = float("nan")
@@ -1019,8 +928,8 @@ def print_table(report: dict[str, Any], out: Any) -> None:
             cpu_ratio = rows["cpu_ratio_signed_unsigned"]
             w(f"{scheme:6} {'ratio from server CPU per request':38} {cpu_ratio:6.2f}")
     if not report["settings"]["no_diagnostics"]:
-        w("* diagnostics, not runtime configurations: the same app and Verifier, the replay cache written")
-        w("  in one transaction per batch / on the event-loop thread / not at all (a set in memory)")
+        w("* a diagnostic, not a runtime configuration: the same app and Verifier, the replay cache kept in")
+        w("  memory only (never written to disk): the upper bound of the signed endpoint")
     if "mqtt" in report:
         w()
         w("MQTT (Mosquitto over TLS, QoS 1; MqttLink publisher process -> MqttLink subscriber, this process)")

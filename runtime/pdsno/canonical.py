@@ -32,8 +32,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -41,9 +39,15 @@ def utcnow() -> datetime:
 
 def format_ts(ts: datetime) -> str:
     """Fixed-width UTC form, so that text comparison orders timestamps (SQLite relies on it)."""
-    if ts.tzinfo is None:
+    offset = ts.utcoffset()
+    if offset is None:
         raise ValueError("timestamps must be timezone-aware")
-    return ts.astimezone(UTC).strftime(_TS_FORMAT)
+    if offset:
+        ts = ts.astimezone(UTC)
+    # %-formatting, not strftime: a third of the time, on every message signed, verified and stored.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
+        ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second, ts.microsecond,
+    )  # fmt: skip
 
 
 def parse_ts(text: str) -> datetime:

@@ -30,6 +30,7 @@ from pdsno.inventory.report import device_wire
 from pdsno.messaging.envelope import MessageType
 from pdsno.messaging.keys import KeyRing, new_hmac_key
 from pdsno.messaging.messages import DiscoveryReport
+from pdsno.messaging.replay import ReplayLog
 from pdsno.messaging.verify import Verifier
 from pdsno.nib.connect import open_nib
 from pdsno.nib.models import Controller, ControllerRole, Device, MessageKey
@@ -96,6 +97,7 @@ class Tree:
     nibs: dict[str, SqlNIBStore] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    replays: dict[str, ReplayLog] = field(default_factory=dict)
     gc_server: uvicorn.Server | None = None
     gc_task: asyncio.Task[None] | None = None
     lc_upward: Upward | None = None
@@ -159,7 +161,15 @@ class Tree:
         return store
 
     def _verifier(self, name: str) -> Verifier:
-        return Verifier(name, self.keyring, self.nibs[name])
+        replay = self.replays.get(name)
+        if replay is None:  # one per controller, as a controller has
+            replay = self.replays[name] = ReplayLog(self.root / f"{name}-replay")
+
+            async def close() -> None:
+                replay.close()
+
+            self.closers.append(close)
+        return Verifier(name, self.keyring, self.nibs[name], replay)
 
     def _peers(self, name: str) -> Peers:
         client = PeerClient(ca_file=None, timeout_s=2, backoff_s=())

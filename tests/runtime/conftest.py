@@ -1,14 +1,16 @@
-"""Fixtures that open a real NIB on each backend: a SQLite file, and a fresh PostgreSQL database."""
+"""Fixtures that open a real NIB on each backend (a SQLite file, and a fresh PostgreSQL database), and a
+receiver's replay cache."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from pdsno.messaging.replay import ReplayLog
 from pdsno.nib.connect import open_nib
 from pdsno.nib.sql import SqlNIBStore
 from pdsno.security.keys import Ed25519Signer
@@ -47,6 +49,16 @@ def nib_target(request: pytest.FixtureRequest, tmp_path: Path, signer: Ed25519Si
         return NibTarget("sqlite", tmp_path / "nib.sqlite3", None, signer)
     server = request.getfixturevalue("postgres_server")
     return NibTarget("postgresql", None, server.create_database(), signer)
+
+
+@pytest.fixture
+def replay(tmp_path: Path) -> Iterator[ReplayLog]:
+    """A receiver's replay cache, on disk as a controller keeps it."""
+    log = ReplayLog(tmp_path / "replay")
+    try:
+        yield log
+    finally:
+        log.close()
 
 
 @pytest.fixture

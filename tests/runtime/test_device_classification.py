@@ -32,6 +32,7 @@ from pdsno.discovery.vendors import (
 )
 from pdsno.nib.connect import open_nib
 from pdsno.nib.models import DeviceType
+from pdsno.nib.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from pdsno.security.keys import Ed25519Signer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -350,7 +351,7 @@ async def test_sqlite_nib_at_schema_3_upgrades_keeping_devices_addresses_and_int
 
     store = await open_nib("sqlite", path=path, signer=signer, migrate=True)
     try:
-        assert await store.schema_version() == 4
+        assert await store.schema_version() == SQLITE_MIGRATIONS.latest
         device = await store.get_device("nib-dev-1")
         assert device is not None and device.vendor == "Cisco" and device.device_type is DeviceType.ROUTER
         assert device.addresses == ["198.18.0.1"]

@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ from pdsno.messaging.messages import (
     ValidationResult,
     typed_payload,
 )
+from pdsno.messaging.replay import ReplayLog
 from pdsno.nib.models import Decision, Event, KeyKind, MessageKey
 from pdsno.nib.sql import SqlNIBStore
 from tests.runtime.conftest import NibTarget
@@ -61,13 +63,13 @@ def heartbeat(controller_id: str = LC) -> Heartbeat:
 class Peers:
     """An RC that receives from two LCs; each LC holds its own per-direction HMAC key."""
 
-    def __init__(self, store: SqlNIBStore) -> None:
+    def __init__(self, store: SqlNIBStore, replay: ReplayLog) -> None:
         self.store = store
         self.lc_key, lc_record = new_hmac_key(LC, peer_id=RC)
         self.lc2_key, lc2_record = new_hmac_key(LC2, peer_id=RC)
         self.records = [lc_record, lc2_record]
         self.keyring = KeyRing(self.records)
-        self.verifier = Verifier(RC, self.keyring, store)
+        self.verifier = Verifier(RC, self.keyring, store, replay)
 
     async def persist(self) -> None:
         for record in self.records:
@@ -83,22 +85,20 @@ async def rejections(store: SqlNIBStore) -> list[Event]:
     return [e for e in await store.read_events() if e.event_type == "MESSAGE_REJECTED"]
 
 
-async def replay_entries(store: SqlNIBStore) -> int:
-    return int((await store.stats())["tables"]["replay_cache"])
-
-
 async def refused(
-    store: SqlNIBStore, verify: Callable[[], Awaitable[object]], code: ReasonCode
+    verifier: Verifier, verify: Callable[[], Awaitable[object]], code: ReasonCode
 ) -> tuple[MessageRejected, Event]:
-    """Run ``verify``: it must refuse with ``code``, audit exactly once and leave the replay cache alone."""
+    """Run ``verify``: ``verifier`` must refuse with ``code``, audit exactly once in its NIB and leave its
+    replay cache alone."""
+    store = verifier.store
     before_events = len(await rejections(store))
-    before_cache = await replay_entries(store)
+    before_cache = len(verifier.replay)
     with pytest.raises(MessageRejected) as caught:
         await verify()
     assert caught.value.code is code
     events = await rejections(store)
     assert len(events) == before_events + 1
-    assert await replay_entries(store) == before_cache
+    assert len(verifier.replay) == before_cache
     event = events[-1]
     assert event.decision is Decision.DENIED
     assert event.actor == RC
@@ -255,34 +255,34 @@ def test_validation_result_keeps_key_grants_out_of_its_repr() -> None:
 # --- verification against a real NIB ----------------------------------------------------------
 
 
-async def test_round_trip_seal_verify(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_round_trip_seal_verify(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     envelope = peers.seal()
     received = await peers.verifier.verify(envelope.to_bytes(), transport="rest", source="198.18.0.10")
     assert received == envelope
     assert received.payload_as(Heartbeat) == heartbeat()
-    assert await replay_entries(nib) == 1
+    assert len(replay) == 1
     assert await rejections(nib) == []
 
 
-async def test_broadcast_accepted_unless_disabled(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_broadcast_accepted_unless_disabled(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     envelope = peers.seal(recipient_id="*")
     assert (await peers.verifier.verify(envelope.to_bytes(), transport="mqtt")).is_broadcast
-    strict = Verifier(RC, peers.keyring, nib, accept_broadcast=False)
+    strict = Verifier(RC, peers.keyring, nib, replay, accept_broadcast=False)
     await refused(
-        nib,
+        strict,
         lambda: strict.verify(peers.seal(recipient_id="*").to_bytes(), transport="mqtt"),
         ReasonCode.MISADDRESSED_MESSAGE,
     )
 
 
-async def test_tampered_payload_is_refused(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_tampered_payload_is_refused(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     envelope = peers.seal()
     tampered = envelope.model_copy(update={"payload": {**envelope.payload, "status": "offline"}})
     error, event = await refused(
-        nib,
+        peers.verifier,
         lambda: peers.verifier.verify(tampered.to_bytes(), transport="rest", source="198.18.0.10"),
         ReasonCode.INVALID_SIGNATURE,
     )
@@ -299,13 +299,13 @@ async def test_tampered_payload_is_refused(nib: SqlNIBStore) -> None:
     assert envelope.signature not in json.dumps(event.model_dump(mode="json"))
 
 
-async def test_another_controllers_key_is_refused(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_another_controllers_key_is_refused(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     # LC2 signs with its own (valid) key but claims to be LC.
     forged = seal(MessageType.HEARTBEAT, heartbeat(LC), sender_id=LC2, recipient_id=RC, key=peers.lc2_key)
     forged = forged.model_copy(update={"sender_id": LC})
     error, event = await refused(
-        nib,
+        peers.verifier,
         lambda: peers.verifier.verify(forged.to_bytes(), transport="rest"),
         ReasonCode.KEY_NOT_OWNED_BY_SENDER,
     )
@@ -313,22 +313,22 @@ async def test_another_controllers_key_is_refused(nib: SqlNIBStore) -> None:
     assert event.subject == LC
 
 
-async def test_unknown_key_is_refused(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_unknown_key_is_refused(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     stranger, _ = new_hmac_key(LC)
     await refused(
-        nib,
+        peers.verifier,
         lambda: peers.verifier.verify(peers.seal(key=stranger).to_bytes(), transport="rest"),
         ReasonCode.UNKNOWN_KEY,
     )
 
 
-async def test_key_for_another_receiver_is_refused(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_key_for_another_receiver_is_refused(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     lc_to_gc, record = new_hmac_key(LC, peer_id=GC)
     peers.keyring.add(record)
     await refused(
-        nib,
+        peers.verifier,
         lambda: peers.verifier.verify(peers.seal(key=lc_to_gc).to_bytes(), transport="rest"),
         ReasonCode.UNKNOWN_KEY,
     )
@@ -342,12 +342,12 @@ async def test_key_for_another_receiver_is_refused(nib: SqlNIBStore) -> None:
     ],
 )
 async def test_timestamps_outside_the_window_are_refused(
-    nib: SqlNIBStore, offset: timedelta, code: ReasonCode
+    nib: SqlNIBStore, offset: timedelta, code: ReasonCode, replay: ReplayLog
 ) -> None:
-    peers = Peers(nib)
+    peers = Peers(nib, replay)
     envelope = peers.seal(now=utcnow() + offset)
     error, event = await refused(
-        nib, lambda: peers.verifier.verify(envelope.to_bytes(), transport="mqtt"), code
+        peers.verifier, lambda: peers.verifier.verify(envelope.to_bytes(), transport="mqtt"), code
     )
     assert error.http_status == 400
     # Signed by the sender, the timestamp measures its clock: the refusal and its audit event name it.
@@ -358,60 +358,64 @@ async def test_timestamps_outside_the_window_are_refused(
     stranger, _ = new_hmac_key(LC, peer_id=RC)
     forged = peers.seal(key=stranger, now=utcnow() + offset)
     error, event = await refused(
-        nib, lambda: peers.verifier.verify(forged.to_bytes(), transport="mqtt"), code
+        peers.verifier, lambda: peers.verifier.verify(forged.to_bytes(), transport="mqtt"), code
     )
     assert "clock_skew_s" not in error.details and "clock_skew_s" not in event.payload
 
 
 @pytest.mark.parametrize("offset", [timedelta(seconds=-299), timedelta(seconds=299)])
-async def test_timestamps_inside_the_window_are_accepted(nib: SqlNIBStore, offset: timedelta) -> None:
-    peers = Peers(nib)
+async def test_timestamps_inside_the_window_are_accepted(
+    nib: SqlNIBStore, offset: timedelta, replay: ReplayLog
+) -> None:
+    peers = Peers(nib, replay)
     envelope = peers.seal(now=utcnow() + offset)
     assert await peers.verifier.verify(envelope.to_bytes(), transport="mqtt") == envelope
 
 
-async def test_window_boundary_with_a_fixed_clock(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_window_boundary_with_a_fixed_clock(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     now = utcnow()
     at_limit = peers.seal(now=now - timedelta(seconds=300))
     assert await peers.verifier.verify(at_limit.to_bytes(), transport="bus", now=now) == at_limit
     just_over = peers.seal(now=now - timedelta(seconds=300, microseconds=1))
     await refused(
-        nib,
+        peers.verifier,
         lambda: peers.verifier.verify(just_over.to_bytes(), transport="bus", now=now),
         ReasonCode.STALE_TIMESTAMP,
     )
 
 
-async def test_unsigned_message_is_refused(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_unsigned_message_is_refused(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     envelope = draft(MessageType.HEARTBEAT, heartbeat(), sender_id=LC, recipient_id=RC)
     error, event = await refused(
-        nib, lambda: peers.verifier.verify(envelope.to_bytes(), transport="rest"), ReasonCode.UNSIGNED_MESSAGE
+        peers.verifier,
+        lambda: peers.verifier.verify(envelope.to_bytes(), transport="rest"),
+        ReasonCode.UNSIGNED_MESSAGE,
     )
     assert error.http_status == 401
     assert event.payload["message_id"] == envelope.message_id
 
 
-async def test_misaddressed_message_is_refused(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_misaddressed_message_is_refused(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     envelope = peers.seal(recipient_id=GC)
     error, _ = await refused(
-        nib,
+        peers.verifier,
         lambda: peers.verifier.verify(envelope.to_bytes(), transport="rest"),
         ReasonCode.MISADDRESSED_MESSAGE,
     )
     assert error.http_status == 421
 
 
-async def test_too_large_message_is_refused_before_parsing(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
-    small = Verifier(RC, peers.keyring, nib, max_bytes=512)
+async def test_too_large_message_is_refused_before_parsing(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
+    small = Verifier(RC, peers.keyring, nib, replay, max_bytes=512)
     envelope = seal(
         MessageType.CONFIG_PROPOSAL, {"blob": "x" * 600}, sender_id=LC, recipient_id=RC, key=peers.lc_key
     )
     error, event = await refused(
-        nib, lambda: small.verify(envelope.to_bytes(), transport="rest"), ReasonCode.MESSAGE_TOO_LARGE
+        small, lambda: small.verify(envelope.to_bytes(), transport="rest"), ReasonCode.MESSAGE_TOO_LARGE
     )
     assert error.http_status == 413
     # Nothing of an unparsed message is kept.
@@ -420,10 +424,12 @@ async def test_too_large_message_is_refused_before_parsing(nib: SqlNIBStore) -> 
     assert event.payload["message_id"] is None
 
 
-async def test_malformed_json_is_refused(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_malformed_json_is_refused(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     _, event = await refused(
-        nib, lambda: peers.verifier.verify(b'{"message_id": ', transport="mqtt"), ReasonCode.MALFORMED_MESSAGE
+        peers.verifier,
+        lambda: peers.verifier.verify(b'{"message_id": ', transport="mqtt"),
+        ReasonCode.MALFORMED_MESSAGE,
     )
     assert event.subject is None
     assert event.payload == {
@@ -434,66 +440,71 @@ async def test_malformed_json_is_refused(nib: SqlNIBStore) -> None:
     }
 
 
-async def test_unsupported_schema_version_is_refused(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_unsupported_schema_version_is_refused(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     wire = json.loads(peers.seal().to_bytes()) | {"schema_version": "2.0"}
     await refused(
-        nib,
+        peers.verifier,
         lambda: peers.verifier.verify(json.dumps(wire).encode(), transport="rest"),
         ReasonCode.UNSUPPORTED_SCHEMA_VERSION,
     )
 
 
-async def test_expired_key_is_refused(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_expired_key_is_refused(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     old, record = new_hmac_key(
         LC, peer_id=RC, not_before=utcnow() - timedelta(days=2), not_after=utcnow() - timedelta(seconds=1)
     )
     peers.keyring.add(record)
     error, _ = await refused(
-        nib,
+        peers.verifier,
         lambda: peers.verifier.verify(peers.seal(key=old).to_bytes(), transport="rest"),
         ReasonCode.KEY_EXPIRED,
     )
     assert error.http_status == 401
 
 
-async def test_key_not_yet_valid_is_refused(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_key_not_yet_valid_is_refused(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     early, record = new_hmac_key(LC, peer_id=RC, not_before=utcnow() + timedelta(hours=1))
     peers.keyring.add(record)
     await refused(
-        nib,
+        peers.verifier,
         lambda: peers.verifier.verify(peers.seal(key=early).to_bytes(), transport="rest"),
         ReasonCode.KEY_EXPIRED,
     )
 
 
-async def test_replay_is_refused_also_after_a_restart(nib: SqlNIBStore, nib_target: NibTarget) -> None:
-    peers = Peers(nib)
+async def test_replay_is_refused_also_after_a_restart(
+    nib: SqlNIBStore, nib_target: NibTarget, replay: ReplayLog
+) -> None:
+    peers = Peers(nib, replay)
     await peers.persist()
     raw = peers.seal().to_bytes()
     await peers.verifier.verify(raw, transport="rest")
     error, event = await refused(
-        nib, lambda: peers.verifier.verify(raw, transport="rest"), ReasonCode.REPLAYED_MESSAGE
+        peers.verifier, lambda: peers.verifier.verify(raw, transport="rest"), ReasonCode.REPLAYED_MESSAGE
     )
     assert error.http_status == 409
     assert event.subject == LC
 
     await nib.close()
+    replay.close()
     reopened = await nib_target.open()
+    restarted = ReplayLog(replay.directory)  # what the restarted receiver reads back from its disk
     try:
-        verifier = Verifier(RC, await KeyRing.load_from(reopened), reopened)
+        verifier = Verifier(RC, await KeyRing.load_from(reopened), reopened, restarted)
         assert len(verifier.keyring) == 2
-        await refused(reopened, lambda: verifier.verify(raw, transport="rest"), ReasonCode.REPLAYED_MESSAGE)
+        await refused(verifier, lambda: verifier.verify(raw, transport="rest"), ReasonCode.REPLAYED_MESSAGE)
         # A fresh message from the same sender still goes through after the restart.
         assert await verifier.verify(peers.seal().to_bytes(), transport="rest")
     finally:
+        restarted.close()
         await reopened.close()
 
 
-async def test_key_rotation_overlap(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_key_rotation_overlap(nib: SqlNIBStore, replay: ReplayLog) -> None:
+    peers = Peers(nib, replay)
     await peers.persist()
     now = utcnow()
     old, old_record = peers.lc_key, peers.records[0]
@@ -516,14 +527,16 @@ async def test_key_rotation_overlap(nib: SqlNIBStore) -> None:
     assert await peers.verifier.verify(envelope.to_bytes(), transport="rest", now=after) == envelope
     stale_key = peers.seal(key=old, now=after)
     await refused(
-        nib,
+        peers.verifier,
         lambda: peers.verifier.verify(stale_key.to_bytes(), transport="rest", now=after),
         ReasonCode.KEY_EXPIRED,
     )
 
 
-async def test_refusal_stays_a_refusal_when_the_audit_write_fails(nib: SqlNIBStore) -> None:
-    peers = Peers(nib)
+async def test_refusal_stays_a_refusal_when_the_audit_write_fails(
+    nib: SqlNIBStore, replay: ReplayLog
+) -> None:
+    peers = Peers(nib, replay)
 
     async def broken(drafts: Any) -> list[Event]:
         raise RuntimeError("disk full")
@@ -537,7 +550,9 @@ async def test_refusal_stays_a_refusal_when_the_audit_write_fails(nib: SqlNIBSto
 # --- the in-process bus -----------------------------------------------------------------------
 
 
-async def test_bus_delivers_and_refuses_like_any_transport(nib: SqlNIBStore, lc_nib: SqlNIBStore) -> None:
+async def test_bus_delivers_and_refuses_like_any_transport(
+    nib: SqlNIBStore, lc_nib: SqlNIBStore, replay: ReplayLog, tmp_path: Path
+) -> None:
     # Two controllers, each with its own NIB: the RC (``nib``) and an LC (a second database).
     lc_to_rc, lc_record = new_hmac_key(LC, peer_id=RC)
     rc_to_lc, rc_record = new_hmac_key(RC, peer_id=LC)
@@ -552,8 +567,11 @@ async def test_bus_delivers_and_refuses_like_any_transport(nib: SqlNIBStore, lc_
         return None
 
     bus = InProcessBus()
-    bus.register(RC, Verifier(RC, KeyRing([lc_record]), nib), rc_handler)
-    bus.register(LC, Verifier(LC, KeyRing([rc_record]), lc_nib), lc_handler)
+    rc_verifier = Verifier(RC, KeyRing([lc_record]), nib, replay)
+    lc_replay = ReplayLog(tmp_path / "lc-replay")
+    lc_verifier = Verifier(LC, KeyRing([rc_record]), lc_nib, lc_replay)
+    bus.register(RC, rc_verifier, rc_handler)
+    bus.register(LC, lc_verifier, lc_handler)
     assert bus.controllers == sorted([RC, LC])
 
     envelope = seal(MessageType.HEARTBEAT, heartbeat(), sender_id=LC, recipient_id=RC, key=lc_to_rc)
@@ -561,21 +579,22 @@ async def test_bus_delivers_and_refuses_like_any_transport(nib: SqlNIBStore, lc_
     assert received == [envelope]
     assert reply is not None
     assert reply.message_type is MessageType.POLICY_ACK
-    assert await replay_entries(nib) == 1
-    assert await replay_entries(lc_nib) == 1  # the reply went through the LC's verifier
+    assert len(rc_verifier.replay) == 1
+    assert len(lc_verifier.replay) == 1  # the reply went through the LC's verifier
 
     fresh = seal(MessageType.HEARTBEAT, heartbeat(), sender_id=LC, recipient_id=RC, key=lc_to_rc)
     tampered = fresh.model_copy(update={"payload": {**fresh.payload, "uptime_s": 1}})
-    _, event = await refused(nib, lambda: bus.send(tampered), ReasonCode.INVALID_SIGNATURE)
+    _, event = await refused(rc_verifier, lambda: bus.send(tampered), ReasonCode.INVALID_SIGNATURE)
     assert event.payload["transport"] == "bus"
     assert event.payload["source"] == LC
     assert received == [envelope]
 
-    await refused(nib, lambda: bus.send(envelope), ReasonCode.REPLAYED_MESSAGE)
+    await refused(rc_verifier, lambda: bus.send(envelope), ReasonCode.REPLAYED_MESSAGE)
     assert received == [envelope]
 
     with pytest.raises(UnknownRecipient):
         await bus.send(seal(MessageType.HEARTBEAT, heartbeat(), sender_id=LC, recipient_id=GC, key=lc_to_rc))
+    lc_replay.close()
 
 
 @pytest.fixture
@@ -594,7 +613,7 @@ async def lc_nib(request: pytest.FixtureRequest, nib_target: NibTarget) -> Async
         await store.close()
 
 
-async def test_bus_broadcast_reaches_everyone_else(nib: SqlNIBStore) -> None:
+async def test_bus_broadcast_reaches_everyone_else(nib: SqlNIBStore, replay: ReplayLog) -> None:
     gc_key, gc_record = new_ed25519_key(GC)  # a broadcast key: no peer
     seen: list[str] = []
 
@@ -606,19 +625,19 @@ async def test_bus_broadcast_reaches_everyone_else(nib: SqlNIBStore) -> None:
         return handle
 
     bus = InProcessBus()
-    bus.register(RC, Verifier(RC, KeyRing([gc_record]), nib), handler(RC))
+    bus.register(RC, Verifier(RC, KeyRing([gc_record]), nib, replay), handler(RC))
     await bus.send(seal(MessageType.HEARTBEAT, heartbeat(GC), sender_id=GC, recipient_id="*", key=gc_key))
     assert seen == [RC]
 
 
-def test_bus_refuses_to_register_someone_elses_verifier(nib: SqlNIBStore) -> None:
+def test_bus_refuses_to_register_someone_elses_verifier(nib: SqlNIBStore, replay: ReplayLog) -> None:
     bus = InProcessBus()
 
     async def handle(envelope: Envelope) -> Envelope | None:
         return None
 
     with pytest.raises(ValueError, match="cannot receive"):
-        bus.register(LC, Verifier(RC, KeyRing(), nib), handle)
+        bus.register(LC, Verifier(RC, KeyRing(), nib, replay), handle)
 
 
 def test_message_key_validity_window() -> None:
@@ -637,11 +656,13 @@ def test_message_key_validity_window() -> None:
     assert not KeyRing.is_current(record, now + timedelta(days=1, microseconds=1))
 
 
-async def test_a_flood_of_refusals_is_counted_not_written_one_by_one(nib: SqlNIBStore) -> None:
+async def test_a_flood_of_refusals_is_counted_not_written_one_by_one(
+    nib: SqlNIBStore, replay: ReplayLog
+) -> None:
     """Every refusal is answered; past the budget, one source's refusals become one counted event."""
     from pdsno.messaging.refusal_budget import RefusalBudget
 
-    verifier = Verifier(RC, KeyRing(), nib, refusals_per_minute=5)
+    verifier = Verifier(RC, KeyRing(), nib, replay, refusals_per_minute=5)
     for _ in range(50):
         with pytest.raises(MessageRejected):
             await verifier.verify(b"not json", transport="rest", source="198.18.0.66")
@@ -654,3 +675,26 @@ async def test_a_flood_of_refusals_is_counted_not_written_one_by_one(nib: SqlNIB
     assert [budget.admit("x")[0] for _ in range(4)] == [True, True, False, False]
     await asyncio.sleep(0.06)
     assert budget.admit("x") == (True, 2), "the next window records how many went unwritten"
+
+
+async def test_a_message_whose_handling_failed_is_handled_when_delivered_again(
+    nib: SqlNIBStore, replay: ReplayLog
+) -> None:
+    peers = Peers(nib, replay)
+    handled: list[str] = []
+
+    async def handler(envelope: Envelope) -> Envelope | None:
+        if not handled:
+            handled.append("failed")
+            raise RuntimeError("the NIB is full")
+        handled.append(envelope.message_id)
+        return None
+
+    bus = InProcessBus()
+    bus.register(RC, peers.verifier, handler)
+    envelope = peers.seal()
+    with pytest.raises(RuntimeError):
+        await bus.send(envelope)
+    assert await bus.send(envelope) is None  # a redelivery, not a replay: handled this time
+    assert handled == ["failed", envelope.message_id]
+    await refused(peers.verifier, lambda: bus.send(envelope), ReasonCode.REPLAYED_MESSAGE)

@@ -12,6 +12,7 @@ import pytest
 from pdsno.controller.app import build_app
 from pdsno.inventory.merge import merge_reported
 from pdsno.messaging.keys import KeyRing
+from pdsno.messaging.replay import ReplayLog
 from pdsno.messaging.verify import Verifier
 from pdsno.nbi.auth import add_operator
 from pdsno.nib.models import ControllerRole, Device, DeviceStatus, DeviceType, OperatorRole
@@ -25,6 +26,7 @@ class GlobalNode:
     """The parts of a running GC the app reads; the store is real."""
 
     store: SqlNIBStore
+    replay: ReplayLog
     controller_id: str = GC
     role: ControllerRole = ControllerRole.GLOBAL
     region: str | None = None
@@ -35,11 +37,11 @@ class GlobalNode:
 
     @property
     def verifier(self) -> Verifier:
-        return Verifier(GC, KeyRing(), self.store)
+        return Verifier(GC, KeyRing(), self.store, self.replay)
 
 
 @pytest.fixture
-async def api(nib: SqlNIBStore) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+async def api(nib: SqlNIBStore, replay: ReplayLog) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     (_, token) = await add_operator(nib, name="olga", role=OperatorRole.VIEWER, actor=GC)
     devices = [
         Device(mac_address=f"02:00:00:00:03:{n:02x}", ip_address=f"198.18.3.{n}", hostname=f"d{n}",
@@ -49,7 +51,7 @@ async def api(nib: SqlNIBStore) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     ]  # fmt: skip
     await merge_reported(nib, actor=GC, reporter="rc", owner_field="region", owner_value="zone-a",
                          new_or_updated=devices, inactive_ids=[])  # fmt: skip
-    transport = httpx.ASGITransport(app=build_app(GlobalNode(nib)))
+    transport = httpx.ASGITransport(app=build_app(GlobalNode(nib, replay)))
     async with httpx.AsyncClient(transport=transport, base_url="http://gc") as client:
         yield client, token
 

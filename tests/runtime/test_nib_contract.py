@@ -425,20 +425,6 @@ async def test_stats_count_what_is_there(nib: SqlNIBStore) -> None:
     assert stats["audit_head"]["seq"] == 1
 
 
-async def test_replay_cache_remembers_each_message_once(nib: SqlNIBStore, nib_target: NibTarget) -> None:
-    expires = utcnow() + timedelta(seconds=600)
-    assert await nib.remember_message("m-1", "lc-1", expires) is True
-    assert await nib.remember_message("m-1", "lc-1", expires) is False
-    reopened = await nib_target.open()  # a restarted receiver still knows it
-    try:
-        assert await reopened.remember_message("m-1", "lc-1", expires) is False
-    finally:
-        await reopened.close()
-    assert await nib.remember_message("m-old", "lc-1", utcnow() - timedelta(seconds=1)) is True
-    assert await nib.sweep_replay_cache() == 1
-    assert (await nib.stats())["tables"]["replay_cache"] == 1
-
-
 async def test_message_keys_overlap_during_rotation(nib: SqlNIBStore) -> None:
     now = utcnow()
     old = MessageKey(key_id="k1", owner_id="lc-1", kind=KeyKind.HMAC, material="c2VjcmV0", not_before=now)
@@ -465,15 +451,6 @@ async def test_operators_are_found_by_token_hash_only(nib: SqlNIBStore) -> None:
     )
     assert await nib.get_operator_by_token_hash("x" * 64) is None
     assert [o.name for o in await nib.list_operators()] == ["alice"]
-
-
-async def test_replay_cache_batches_count_a_repeat_in_the_same_batch_as_a_replay(nib: SqlNIBStore) -> None:
-    expires = utcnow() + timedelta(seconds=600)
-    seen = await nib.remember_messages(
-        [("b-1", "lc", expires), ("b-2", "lc", expires), ("b-1", "lc", expires)]
-    )
-    assert seen == [True, True, False]
-    assert await nib.remember_messages([("b-2", "lc", expires), ("b-3", "lc", expires)]) == [False, True]
 
 
 async def test_events_are_filtered_and_paged_in_the_database(nib: SqlNIBStore) -> None:

@@ -12,6 +12,7 @@ from pdsno.controller.discovery_duty import RegionalDiscovery
 from pdsno.controller.uplink import Peers, Uplink
 from pdsno.controller.upward import Receipts, Upward
 from pdsno.messaging.keys import KeyRing
+from pdsno.messaging.replay import ReplayLog
 from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import Controller, ControllerRole
 from pdsno.nib.sql import SqlNIBStore
@@ -22,7 +23,9 @@ from tests.runtime.ports import free_port
 RC = "regional_cntl_zone-a_1"
 
 
-async def test_a_silent_lc_is_flagged_once_and_asked_to_scan(nib: SqlNIBStore, tmp_path: Path) -> None:
+async def test_a_silent_lc_is_flagged_once_and_asked_to_scan(
+    nib: SqlNIBStore, tmp_path: Path, replay: ReplayLog
+) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     for n in (1, 2):
         lc = Controller(
@@ -31,7 +34,7 @@ async def test_a_silent_lc_is_flagged_once_and_asked_to_scan(nib: SqlNIBStore, t
         (await nib.register_controller(lc)).unwrap()
     client = PeerClient(ca_file=None, timeout_s=2, backoff_s=())
     peers = Peers(nib, me=RC, client=client)
-    verifier = Verifier(RC, KeyRing(), nib)
+    verifier = Verifier(RC, KeyRing(), nib, replay)
     upward = UpwardStore(tmp_path / "upward.sqlite3")
     duty = RegionalDiscovery(
         nib, me=RC, region="zone-a", spike_threshold=50, peers=peers, verifier=verifier,

@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from pdsno import __version__
 from pdsno.admission.validator import AdmissionRefused, Validator
@@ -105,12 +106,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return b"\0" * limit
+    # The ASGI messages themselves, not request.stream(): an async generator per request costs ~15 µs
+    # of asyncio's bookkeeping, a twentieth of a signed message's whole price.
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        body += message.get("body", b"")
         if len(body) >= limit:
             return bytes(body[:limit])
-    return bytes(body)
+        if not message.get("more_body", False):
+            return bytes(body)
 
 
 def _client(request: Request) -> str | None:
@@ -208,7 +215,8 @@ def build_app(node: Node, *, require_client_certificate: bool = False) -> FastAP
             return _error(
                 code, f"{envelope.message_type} is not handled by a {node.role.value} controller", 422
             )
-        reply = await handler(envelope)
+        with node.verifier.handling(envelope):
+            reply = await handler(envelope)
         if reply is None:
             return JSONResponse({"status": "accepted", "message_id": envelope.message_id}, status_code=202)
         return Response(reply.to_bytes(), media_type="application/json")

@@ -156,7 +156,8 @@ class RegionalDiscovery:
         except MessageRejected:
             return  # audited by the verifier
         if envelope.message_type is MessageType.DISCOVERY_REPORT and self._mqtt is not None:
-            ack = await self.on_report(envelope)
+            with self._verifier.handling(envelope):
+                ack = await self.on_report(envelope)
             await self._mqtt.publish(topics.discovery_ack(self._region, envelope.sender_id), ack.to_bytes())
 
     async def on_report(self, envelope: Envelope) -> Envelope:

@@ -44,6 +44,7 @@ from pdsno.errors import ConfigError, PdsnoError, ReasonCode
 from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected, MessageType
 from pdsno.messaging.keys import KeyRing, SigningKey
 from pdsno.messaging.messages import AuditStatus, ChildStatus, Heartbeat
+from pdsno.messaging.replay import ReplayLog
 from pdsno.messaging.sign import seal
 from pdsno.messaging.verify import Verifier
 from pdsno.nib.models import Controller, ControllerRole, Decision, EventDraft, KeyKind, MessageKey
@@ -109,6 +110,7 @@ class ControllerNode:
         self._identity: Identity | None = None
         self._store: SqlNIBStore | None = None
         self._verifier: Verifier | None = None
+        self._replay: ReplayLog | None = None
         self._validator: Validator | None = None
         self._mqtt: MqttLink | None = None
         self._upward: UpwardStore | None = None
@@ -222,10 +224,12 @@ class ControllerNode:
         self._identity = await self._take_identity()
         self._store.use_signer(Ed25519Signer(self.controller_id, self._key))
         keyring = await KeyRing.load_from(self._store)
+        self._replay = await ReplayLog.open(config.controller.data_dir / "replay")
         self._verifier = Verifier(
             self.controller_id,
             keyring,
             self._store,
+            self._replay,
             clock_skew_s=config.security.clock_skew_s,
             max_bytes=config.security.max_message_bytes,
         )
@@ -256,6 +260,9 @@ class ControllerNode:
         if self._peers is not None:
             await self._peers.aclose()
             self._peers = None
+        if self._replay is not None:
+            self._replay.close()
+            self._replay = None
         if self._store is not None:
             await self._store.close()
             self._store = None

@@ -108,7 +108,8 @@ class Upward:
             envelope = await self._verifier.verify(payload, transport="mqtt", source=topic)
         except MessageRejected:
             return  # audited by the verifier
-        await self._acknowledged(envelope, "mqtt")
+        with self._verifier.handling(envelope):
+            await self._acknowledged(envelope, "mqtt")
 
     async def _attempt(self, message: PendingMessage) -> None:
         # Counted before the attempt: a lost ack, a dead parent or a crash mid-send all mean "try again".

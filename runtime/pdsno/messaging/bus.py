@@ -79,7 +79,8 @@ class InProcessBus:
 
     async def _deliver(self, endpoint: _Endpoint, raw: bytes, source: str) -> Envelope | None:
         received = await endpoint.verifier.verify(raw, transport=TRANSPORT, source=source)
-        return await endpoint.handler(received)
+        with endpoint.verifier.handling(received):
+            return await endpoint.handler(received)
 
     async def _broadcast(self, envelope: Envelope) -> None:
         raw = envelope.to_bytes()

@@ -2,7 +2,8 @@
 
 Checks run cheapest and least stateful first; the replay cache is written last, only for messages
 that are fresh, addressed here and correctly signed, so unauthenticated traffic cannot fill it. The
-replay cache lives in the NIB, so a restart does not reopen the window.
+replay cache (:class:`~pdsno.messaging.replay.ReplayLog`) is kept on disk, so a restart does not reopen
+the window.
 
 A message outside the clock window is refused for its timestamp even when its signature is fine, but
 the signature is checked all the same: only a signed timestamp measures the sender's clock, so only
@@ -15,7 +16,9 @@ else changes state on a refusal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -24,7 +27,7 @@ from pdsno.errors import ReasonCode
 from pdsno.messaging.envelope import BROADCAST, Envelope, MessageRejected
 from pdsno.messaging.keys import KeyRing, key_is_current
 from pdsno.messaging.refusal_budget import DEFAULT_PER_MINUTE, RefusalBudget
-from pdsno.messaging.replay import ReplayGuard
+from pdsno.messaging.replay import ReplayLog
 from pdsno.metrics import runtime_counts
 from pdsno.nib.models import Decision, EventDraft
 from pdsno.nib.store import NIBStore
@@ -39,16 +42,17 @@ _log = logging.getLogger(__name__)
 
 
 class Verifier:
-    """Verifies raw envelopes addressed to ``self_id`` against ``keyring``; records refusals in ``store``."""
+    """Verifies raw envelopes addressed to ``self_id`` against ``keyring``, remembers accepted ones in
+    ``replay``; records refusals in ``store``."""
 
     __slots__ = (
         "_budget",
-        "_replay",
         "_skew",
         "accept_broadcast",
         "clock_skew_s",
         "keyring",
         "max_bytes",
+        "replay",
         "self_id",
         "store",
     )
@@ -58,6 +62,7 @@ class Verifier:
         self_id: str,
         keyring: KeyRing,
         store: NIBStore,
+        replay: ReplayLog,
         *,
         clock_skew_s: int = DEFAULT_CLOCK_SKEW_S,
         max_bytes: int = DEFAULT_MAX_BYTES,
@@ -73,7 +78,7 @@ class Verifier:
         self.max_bytes = max_bytes
         self.accept_broadcast = accept_broadcast
         self._skew = timedelta(seconds=clock_skew_s)
-        self._replay = ReplayGuard(store)
+        self.replay = replay
         self._budget = RefusalBudget(refusals_per_minute)
 
     async def verify(
@@ -138,9 +143,7 @@ class Verifier:
             elif (
                 error is None
                 and not retained_state
-                and not await self._replay.first_sighting(
-                    envelope.message_id, envelope.sender_id, envelope.timestamp + self._skew
-                )
+                and not self.replay.first_sighting(envelope.message_id, envelope.timestamp + self._skew)
             ):
                 error = refuse(ReasonCode.REPLAYED_MESSAGE, "the message was already received")
         if error is not None:
@@ -150,6 +153,16 @@ class Verifier:
             raise error
         runtime_counts(self.self_id).verified.labels(transport).inc()
         return envelope
+
+    @contextlib.contextmanager
+    def handling(self, envelope: Envelope) -> Iterator[None]:
+        """Around the handling of an accepted message: if it fails, the message is taken back from the
+        replay cache, so that a copy delivered again is handled instead of refused as a replay."""
+        try:
+            yield
+        except BaseException:
+            self.replay.forget(envelope.message_id)
+            raise
 
     def _key_refusal(self, envelope: Envelope, signature: str, at: datetime) -> MessageRejected | None:
         """Why the key or the signature does not vouch for ``envelope``; None when they do."""

@@ -199,7 +199,7 @@ _EVENT_COLUMNS = (
 )
 _COUNTED_TABLES = (
     "devices", "controllers", "config_proposals", "execution_tokens", "policies", "locks",
-    "discovery_reports", "events", "replay_cache", "message_keys", "operators",
+    "discovery_reports", "events", "message_keys", "operators",
 )  # fmt: skip
 _TERMINAL_PROPOSAL_STATES = (
     ConfigStatus.DENIED, ConfigStatus.EXPIRED, ConfigStatus.EXECUTED, ConfigStatus.FAILED,
@@ -848,34 +848,6 @@ class SqlNIBStore:
 
     # --- secure messaging -------------------------------------------------------------------
 
-    async def remember_message(self, message_id: str, sender_id: str, expires_at: datetime) -> bool:
-        """True the first time ``message_id`` is seen; False for a replay (also after a restart)."""
-        return (await self.remember_messages([(message_id, sender_id, expires_at)]))[0]
-
-    async def remember_messages(self, entries: Sequence[tuple[str, str, datetime]]) -> list[bool]:
-        """Several first-sightings in one transaction (group commit); a repeat within the batch is a replay."""
-
-        def work(tx: Tx) -> list[bool]:
-            now = utcnow()
-            return [
-                tx.execute(
-                    "INSERT INTO replay_cache (message_id, sender_id, seen_at, expires_at) "
-                    "VALUES (:m, :s, :now, :exp) ON CONFLICT DO NOTHING",
-                    {"m": message_id, "s": sender_id, "now": now, "exp": expires_at},
-                )
-                == 1
-                for message_id, sender_id, expires_at in entries
-            ]
-
-        return await self._write(work)
-
-    @staticmethod
-    def _sweep_replay_cache(tx: Tx, now: datetime) -> int:
-        return tx.execute("DELETE FROM replay_cache WHERE expires_at < :now", {"now": now})
-
-    async def sweep_replay_cache(self, now: datetime | None = None) -> int:
-        return await self._write(lambda tx: self._sweep_replay_cache(tx, now or utcnow()))
-
     async def put_message_key(
         self, key: MessageKey, *, events: Sequence[EventDraft] = ()
     ) -> NIBResult[MessageKey]:
@@ -936,7 +908,6 @@ class SqlNIBStore:
                     {"cutoff": at - policy.report_purge_after},
                 ),
                 "locks_expired": self._expire_locks(tx, at),
-                "replay_entries_purged": self._sweep_replay_cache(tx, at),
                 "locks_purged": tx.execute(
                     "DELETE FROM locks WHERE status <> :active AND updated_at < :cutoff",
                     {"active": LockStatus.ACTIVE.value, "cutoff": at - policy.lock_purge_after},
