@@ -472,7 +472,7 @@ async def test_events_are_filtered_and_paged_in_the_database(nib: SqlNIBStore) -
     assert await nib.read_events(actor="nobody") == []
 
 
-async def test_proposals_are_paged_in_the_database_oldest_first(nib: SqlNIBStore) -> None:
+async def test_proposals_are_paged_and_counted_in_the_database(nib: SqlNIBStore) -> None:
     device = (await nib.put_device(make_device(7))).unwrap()
     for n in range(5):
         proposal = ConfigProposal(proposal_id=f"prop-{n}", config_payload={"n": n}, category=Sensitivity.LOW,
@@ -481,3 +481,8 @@ async def test_proposals_are_paged_in_the_database_oldest_first(nib: SqlNIBStore
     pages = [[p.proposal_id for p in await nib.list_proposals(limit=2, offset=o)] for o in (0, 2, 4)]
     assert pages == [["prop-0", "prop-1"], ["prop-2", "prop-3"], ["prop-4"]]
     assert len(await nib.list_proposals()) == 5
+    newest = await nib.list_proposals(limit=2, newest_first=True)  # the dashboard's first page
+    assert [p.proposal_id for p in newest] == ["prop-4", "prop-3"]
+    assert await nib.count_proposals() == 5
+    assert await nib.count_proposals(status=newest[0].status) == 5
+    assert await nib.count_proposals(status=ConfigStatus.EXECUTED) == 0

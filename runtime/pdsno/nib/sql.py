@@ -571,13 +571,22 @@ class SqlNIBStore:
         config_hash: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        newest_first: bool = False,
     ) -> list[ConfigProposal]:
         page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
-        return await self._list(
-            PROPOSALS,
-            {"status": status, "config_hash": config_hash},
-            " ORDER BY created_at, proposal_id" + page,
+        order = (
+            " ORDER BY created_at DESC, proposal_id DESC"
+            if newest_first
+            else " ORDER BY created_at, proposal_id"
         )
+        return await self._list(PROPOSALS, {"status": status, "config_hash": config_hash}, order + page)
+
+    async def count_proposals(self, *, status: ConfigStatus | None = None) -> int:
+        where, params = (" WHERE status = :status", {"status": status.value}) if status else ("", {})
+        row = await self._db.run(
+            lambda tx: tx.one(f"SELECT COUNT(*) AS n FROM config_proposals{where}", params), write=False
+        )
+        return int(row["n"]) if row else 0
 
     async def store_token(
         self, token: ExecutionToken, *, events: Sequence[EventDraft] = ()

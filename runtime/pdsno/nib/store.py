@@ -193,9 +193,12 @@ class NIBStore(Protocol):
         config_hash: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        newest_first: bool = False,
     ) -> list[ConfigProposal]:
-        """Oldest first; ``limit``/``offset`` page in the database."""
+        """Oldest first (or newest, for a screen); ``limit``/``offset`` page in the database."""
         ...
+
+    async def count_proposals(self, *, status: ConfigStatus | None = None) -> int: ...
 
     async def store_token(
         self, token: ExecutionToken, *, events: Sequence[EventDraft] = ()

@@ -317,10 +317,11 @@ async def controllers(request: Request, visitor: Viewer) -> Response:
 
 @router.get("/proposals")
 async def proposals(request: Request, visitor: Viewer, status: Blank[ConfigStatus] = None) -> Response:
-    found = await request.app.state.node.store.list_proposals(status=status)
-    found.sort(key=lambda p: p.proposed_at or p.created_at or utcnow(), reverse=True)
-    return _render(request, "proposals.html", visitor, proposals=found[:PAGE], total=len(found),
-                 statuses=list(ConfigStatus), status=status)  # fmt: skip
+    store = request.app.state.node.store
+    found = await store.list_proposals(status=status, limit=PAGE, newest_first=True)
+    return _render(request, "proposals.html", visitor, proposals=found,
+                 total=await store.count_proposals(status=status), statuses=list(ConfigStatus),
+                 status=status)  # fmt: skip
 
 
 def _diff(view: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
