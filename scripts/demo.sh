@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job: build the lab (network namespaces: devices that answer ARP, ICMP and SNMP, and
 # controller hosts that run sshd), deploy the whole PDSNO hierarchy into it with Ansible over SSH
-# (playbooks/deploy.yml: broker, global, regional and local controllers, TLS everywhere), discover
+# (playbooks/deploy.yml: broker, the GC's PostgreSQL NIB server, global, regional and local controllers,
+# TLS everywhere), check that the GC's devices and audit log are in PostgreSQL on nib-1
+# (playbooks/lab_nib.yml, after the discovery), discover
 # through the Global controller's API (playbooks/discover.yml, module pdsno.net.discover), list the
 # devices per region beside the lab's ground truth, show that a second deploy changes nothing, and make
 # a configuration change (playbooks/lab_changes.yml: sysLocation of one device through
@@ -11,7 +13,8 @@
 # then kill a controller and the broker with SIGKILL and see their supervisor (runit) start them again.
 # The lab stays up at the end so you can explore it; the last lines say how. Needs root (namespaces).
 #
-#   ./scripts/demo.sh                     # DEMO_SECOND_DEPLOY=0 skips the second deploy
+#   ./scripts/demo.sh                     # DEMO_SECOND_DEPLOY=0 skips the second deploy;
+#                                         # DEMO_PREFIX=pdsx- names the lab's namespaces (default pdsno-)
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -73,6 +76,10 @@ print(f"\n{right}/{len(truth['devices'])} devices in the NIB exactly as in the l
 sys.exit(0 if right == len(truth["devices"]) and not extra else 1)
 PY
 
+# The GC's NIB lives on its own PostgreSQL host (nib-1): its database there holds what was just found.
+step timed ansible-playbook "${INVENTORY[@]}" playbooks/lab_nib.yml | tee "$DEMO/nib.log" |
+    grep -E '"msg"|^[(][0-9]+ s[)]$'
+
 if [[ "${DEMO_SECOND_DEPLOY:-1}" != 0 ]]; then
     step timed ansible-playbook "${INVENTORY[@]}" playbooks/deploy.yml | tee "$DEMO/second-deploy.log" | sed -n '/PLAY RECAP/,$p'
     if grep -E 'changed=[1-9]' "$DEMO/second-deploy.log" >/dev/null; then
@@ -98,6 +105,8 @@ print(next(iter(inv["all"]["children"]["controllers"]["children"]["global"]["hos
 GC_HOST="$(python -c 'import sys, yaml; inv = yaml.safe_load(open(sys.argv[1]))
 print(next(iter(inv["all"]["children"]["controllers"]["children"]["global"]["hosts"])))' "$LAB/inventory.yml")"
 CA="$LAB/deploy/$GC_HOST/data/tls/ca.crt"
+NIB_DSN="$(python -c 'import sys, yaml
+print(yaml.safe_load(open(sys.argv[1]))["nib"].get("dsn") or "(none: the GC keeps SQLite)")' "$LAB/deploy/$GC_HOST/etc/controller.yml")"
 TOKEN="$LAB/deploy/secrets/nbi/ansible.token"
 # The NIB as Ansible inventory (plugin pdsno.net.nib): the devices just discovered, grouped by region.
 cat >"$DEMO/lab.pdsno.yml" <<EOF
@@ -123,5 +132,7 @@ The lab and the hierarchy are up.
   tokens: operator 'ansible' in $TOKEN, admin 'lab-admin' and approver 'lab-approver' beside it;
     another: sudo .venv/bin/pdsno operator add --config $LAB/deploy/$GC_HOST/etc/controller.yml --name NAME --role viewer
   discover again: sudo .venv/bin/ansible-playbook ${INVENTORY[*]} playbooks/discover.yml
-  tear it all down: sudo .venv/bin/pdsno lab down --state-dir $LAB
+  the GC's NIB (PostgreSQL on nib-1), as the GC reaches it (TLS, its passfile), from the GC's namespace:
+    sudo ip netns exec ${PREFIX}c-$GC_HOST psql '$NIB_DSN' -c 'SELECT count(*) FROM devices'
+  tear it all down (the NIB's cluster too): sudo .venv/bin/pdsno lab down --state-dir $LAB
 EOF

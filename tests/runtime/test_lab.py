@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -24,8 +25,9 @@ import yaml
 from click.testing import CliRunner
 
 from pdsno.cli.lab import lab_group
-from pdsno.lab import Lab, LabAlreadyUp, LabError, LabNotUp, TopologyError, load_topology, services
+from pdsno.lab import Lab, LabAlreadyUp, LabError, LabNotUp, TopologyError, load_topology, services, teardown
 from pdsno.lab.routes import route_metric
+from pdsno.lab.state import nib_cluster_name
 from pdsno.lab.system import list_netns, process_alive
 from pdsno.lab.topology import SnmpV3Spec, Topology, parse_topology
 
@@ -52,7 +54,7 @@ def test_builtin_topologies_have_the_promised_shape() -> None:
     assert kinds.count("arp_only") >= 2
     assert any(len(d.addresses) > 1 for d in devices)
     assert len(default.zones) == 2
-    assert sorted(h.role for h in default.hosts()) == ["broker", "gc", "lc", "lc", "lc", "rc", "rc"]
+    assert sorted(h.role for h in default.hosts()) == ["broker", "gc", "lc", "lc", "lc", "nib", "rc", "rc"]
     assert sum(len(z.subnets) for z in default.zones) == 3
     vendors = {d.vendor for d in devices if d.sysObjectID}
     assert {"Cisco", "Juniper", "Arista", "HP", "MikroTik", "Linux"} <= vendors
@@ -140,6 +142,53 @@ def test_topology_mistakes_are_refused_with_a_reason(change: Any, message: str) 
         parse_topology(data, source="t.yml")
     assert message in str(caught.value)
     assert str(caught.value).startswith("CONFIG_INVALID: t.yml: ")
+
+
+def test_each_prefix_has_its_own_nib_cluster() -> None:
+    names = {prefix: nib_cluster_name(prefix) for prefix in ("pdsno-", "pdsno", "pds-w-", "pds-w", "pdsw-")}
+    assert names["pdsno-"] == "pdsno_nib"
+    assert len(set(names.values())) == len(names)
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", name) for name in names.values())  # no '-': systemd units
+    with pytest.raises(TopologyError):
+        nib_cluster_name("Bad/")
+
+
+def _fake_cluster(root: Path, monkeypatch: pytest.MonkeyPatch, cluster: str, pid: int) -> tuple[Path, Path]:
+    monkeypatch.setattr(teardown, "PG_CONF_ROOT", root / "etc")
+    monkeypatch.setattr(teardown, "PG_DATA_ROOT", root / "lib")
+    monkeypatch.setattr(teardown, "PG_LOG_DIR", root / "log")
+    monkeypatch.setattr(teardown.shutil, "which", lambda *_, **__: None)  # never the machine's pg_dropcluster
+    conf, data = root / "etc" / "15" / cluster, root / "lib" / "15" / cluster
+    (conf / "conf.d").mkdir(parents=True)
+    (conf / "conf.d" / "pdsno.conf").write_text("listen_addresses = '198.19.255.6'\n")
+    (conf / "postgresql.conf").write_text(f"data_directory = '{data}'\n")
+    data.mkdir(parents=True)
+    (data / "postmaster.pid").write_text(f"{pid}\n{data}\n")
+    (root / "log").mkdir()
+    (root / "log" / f"postgresql-15-{cluster}.log").write_text("")
+    return conf, data
+
+
+def test_down_stops_the_labs_postmaster_by_pid_and_drops_the_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = subprocess.Popen(["sleep", "60"])  # stands in for the postmaster: SIGINT ends it
+    try:
+        conf, data = _fake_cluster(tmp_path, monkeypatch, "pdswtest_nib", server.pid)
+        assert teardown.nib_cluster_versions("pdswtest_nib") == ["15"]
+        assert teardown.stop_nib_cluster("pdswtest_nib", ours=[server.pid + 100000]) == []  # not the lab's
+        assert server.poll() is None
+        with pytest.raises(LabError, match="still runs"):
+            teardown.drop_nib_cluster("pdswtest_nib")
+        assert teardown.stop_nib_cluster("pdswtest_nib", ours=[server.pid]) == [server.pid]
+        server.wait(timeout=5)
+        assert teardown.drop_nib_cluster("pdswtest_nib") == ["15"]
+        assert not conf.exists() and not data.exists()
+        assert not (tmp_path / "log" / "postgresql-15-pdswtest_nib.log").exists()
+        assert teardown.drop_nib_cluster("pdswtest_nib") == []  # idempotent
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_a_missing_topology_names_the_builtin_ones(tmp_path: Path) -> None:
@@ -342,6 +391,10 @@ def test_ssh_through_the_proxy_command_reaches_an_lc_host(lab: Lab) -> None:
     assert controllers["global"]["hosts"]["gc-1"]["pdsno_controller_id"] == "global_cntl_1"
     assert controllers["regional"]["hosts"]["rc-zone-b"]["pdsno_controller_id"] == "regional_cntl_zone-b_1"
     assert list(inventory["all"]["children"]["broker"]["hosts"]) == ["broker-1"]
+    # the GC keeps its NIB on nib-1, in a PostgreSQL cluster named after the lab's prefix
+    assert inventory["all"]["children"]["nib"]["hosts"]["nib-1"]["nib_postgresql_cluster"] == "pdlt_nib"
+    assert controllers["global"]["hosts"]["gc-1"]["controller_nib_backend"] == "postgresql"
+    assert "controller_nib_backend" not in controllers["regional"]["hosts"]["rc-zone-a"]
     assert f"ip netns exec {lab.operator_netns}" in inventory["all"]["vars"]["ansible_ssh_common_args"]
 
 

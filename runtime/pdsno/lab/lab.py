@@ -10,7 +10,7 @@ Layout (``P`` is the name prefix, ``pdsno-`` by default):
   namespaces, so no lab interface or address ever exists in the root namespace.
 * ``Pd-<device>`` -- one per simulated device: its uplink (``eth0`` or the profile's first interface name)
   on its subnet's bridge, extra interfaces as dummy (or ifb) links, ``snmpd`` for SNMP devices.
-* ``Pc-<host>`` -- one per controller host (GC, RCs, LCs, broker): ``mgmt0`` on management, and for an
+* ``Pc-<host>`` -- one per controller host (GC, RCs, LCs, broker, NIB server): ``mgmt0`` on management, and for an
   LC ``lan0``, ``lan1``... on the subnets it serves; ``sshd`` in its own mount and UTS namespaces.
 * ``Pmgmt`` -- the operator's seat on management: ssh's ProxyCommand runs ``nc`` in it.
 
@@ -50,6 +50,7 @@ from pdsno.lab.state import (
     default_state_dir,
     known_hosts_path,
     locked,
+    nib_cluster_name,
     own_netns_re,
     read_state,
     ssh_key_path,
@@ -63,7 +64,7 @@ from pdsno.lab.system import (
     run,
     thread_in_netns,
 )
-from pdsno.lab.teardown import remove_namespace, teardown
+from pdsno.lab.teardown import drop_nib_cluster, remove_namespace, teardown
 from pdsno.lab.topology import (
     DeviceSpec,
     LabController,
@@ -122,6 +123,10 @@ class Lab:
                     f"namespaces with prefix {prefix} exist ({', '.join(orphans[:3])}...) without lab state in "
                     f"{state_dir}; run `pdsno lab down --prefix {prefix}` first"
                 )
+            if topo.controllers.nib is not None:
+                # a cluster left by a lab of this prefix that was never taken down would hand the new
+                # GC the old one's NIB (another identity's audit chain)
+                drop_nib_cluster(nib_cluster_name(prefix))
             state = plan(topo, source, prefix, state_dir)
             lab = cls(state, state_dir)
             started = time.monotonic()

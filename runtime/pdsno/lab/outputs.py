@@ -16,6 +16,7 @@ from pdsno.lab.state import (
     INVENTORY_FILE,
     LabState,
     known_hosts_path,
+    nib_cluster_name,
     ssh_key_path,
     write_state,
 )
@@ -87,10 +88,14 @@ def ground_truth(state: LabState) -> dict[str, Any]:
 
 def write_inventory(state_dir: Path, state: LabState) -> None:
     """The inventory ``playbooks/deploy.yml`` deploys the lab from (with ``inventory/lab``'s group vars):
-    groups ``global``, ``regional``, ``local`` (under ``controllers``) and ``broker``; each controller's
-    id, region and subnets; each LC the SNMP credentials its subnets' devices answer to."""
-    groups: dict[str, dict[str, Any]] = {"global": {}, "regional": {}, "local": {}, "broker": {}}
-    group_of = {"gc": "global", "rc": "regional", "lc": "local", "broker": "broker"}
+    groups ``global``, ``regional``, ``local`` (under ``controllers``), ``broker`` and ``nib``; each
+    controller's id, region and subnets; each LC the SNMP credentials its subnets' devices answer to.
+    With a ``nib`` host the GC keeps its NIB there (``controller_nib_backend: postgresql``), in the
+    lab's own cluster (``nib_postgresql_cluster``), which ``pdsno lab down`` drops again."""
+    groups: dict[str, dict[str, Any]] = {"global": {}, "regional": {}, "local": {}, "broker": {}, "nib": {}}
+    group_of = {"gc": "global", "rc": "regional", "lc": "local", "broker": "broker", "nib": "nib"}
+    servers = {"broker", "nib"}
+    has_nib = any(h.host.role == "nib" for h in state.hosts.values())
     serial: dict[tuple[str, str | None], int] = {}
     for h in sorted(state.hosts.values(), key=lambda h: h.host.name):
         group = group_of[h.host.role]
@@ -99,10 +104,14 @@ def write_inventory(state_dir: Path, state: LabState) -> None:
             "pdsno_lab_role": h.host.role,
             "pdsno_lab_netns": h.netns,
         }
-        if group != "broker":
+        if group not in servers:
             n = serial[(group, h.host.zone)] = serial.get((group, h.host.zone), 0) + 1
             region = f"{h.host.zone}_" if h.host.zone is not None else ""
             hv["pdsno_controller_id"] = f"{group}_cntl_{region}{n}"
+        if group == "global" and has_nib:
+            hv["controller_nib_backend"] = "postgresql"
+        if group == "nib":
+            hv["nib_postgresql_cluster"] = nib_cluster_name(state.prefix)
         if h.host.zone is not None:
             hv["pdsno_region"] = h.host.zone
         if h.host.subnets:
@@ -131,10 +140,10 @@ def write_inventory(state_dir: Path, state: LabState) -> None:
             "children": {
                 "controllers": {
                     "children": {
-                        g: {"hosts": hosts} for g, hosts in groups.items() if hosts and g != "broker"
+                        g: {"hosts": hosts} for g, hosts in groups.items() if hosts and g not in servers
                     }
                 },
-                **({"broker": {"hosts": groups["broker"]}} if groups["broker"] else {}),
+                **{g: {"hosts": groups[g]} for g in sorted(servers) if groups[g]},
             },
         }
     }

@@ -66,6 +66,13 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+def nib_cluster_name(prefix: str) -> str:
+    """The PostgreSQL cluster (Debian's postgresql-common) of the lab's NIB host: named after the prefix,
+    as its configuration and data live outside the state directory, in /etc/postgresql and
+    /var/lib/postgresql, beside those of every other lab on the machine (``-`` would trouble systemd)."""
+    return check_prefix(prefix).replace("-", "_") + "nib"
+
+
 def own_netns_re(prefix: str) -> re.Pattern[str]:
     return re.compile(re.escape(prefix) + r"(?:sw|mgmt|[dc]-[a-z0-9-]+)")
 

@@ -282,6 +282,8 @@ class ControllersSpec(_Strict):
     rcs: list[ZonedHostSpec] = Field(default_factory=list)
     lcs: list[ZonedHostSpec] = Field(min_length=1)
     broker: HostSpec | None = None
+    nib: HostSpec | None = None
+    """A PostgreSQL server for the GC's NIB (inventory group ``nib``); without it the GC keeps SQLite."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -344,10 +346,10 @@ class LabSubnetLink(_Strict):
 
 
 class LabController(_Strict):
-    """A controller host (or the broker host): a namespace with sshd on the management network."""
+    """A controller host (or the broker or NIB server host): a namespace with sshd on the management network."""
 
     name: str
-    role: Literal["gc", "rc", "lc", "broker"]
+    role: Literal["gc", "rc", "lc", "broker", "nib"]
     zone: str | None = None
     mgmt_ip: str
     subnets: list[LabSubnetLink] = Field(default_factory=list)
@@ -514,7 +516,9 @@ class Topology(_Strict):
             raise ValueError("zones: a zone name is used twice")
         lcs = {lc.name: lc for lc in self.controllers.lcs}
         hosts: list[HostSpec] = [*self.controllers.lcs, *self.controllers.rcs]
-        hosts += [h for h in (self.controllers.gc, self.controllers.broker) if h is not None]
+        hosts += [
+            h for h in (self.controllers.gc, self.controllers.broker, self.controllers.nib) if h is not None
+        ]
         names = [h.name for h in hosts]
         if len(set(names)) != len(names):
             raise ValueError("controllers: a host name is used twice")
@@ -571,7 +575,7 @@ class Topology(_Strict):
             registry.resolve(spec, zone, macs_taken=True) for zone, specs in per_zone for spec in specs
         ]
 
-        def plain(h: HostSpec, role: Literal["gc", "rc", "broker"]) -> LabController:
+        def plain(h: HostSpec, role: Literal["gc", "rc", "broker", "nib"]) -> LabController:
             zone = h.zone if isinstance(h, ZonedHostSpec) else None
             return LabController(name=h.name, role=role, zone=zone, mgmt_ip=str(h.mgmt_ip))
 
@@ -585,6 +589,8 @@ class Topology(_Strict):
         ]
         if self.controllers.broker is not None:
             controllers.append(plain(self.controllers.broker, "broker"))
+        if self.controllers.nib is not None:
+            controllers.append(plain(self.controllers.nib, "nib"))
         self._controllers = controllers
         return self
 
