@@ -214,6 +214,10 @@ def test_devices_without_snmp_get_their_vendor_from_the_oui(oui_file: Path) -> N
 def test_the_installed_ieee_registry_when_present() -> None:
     if not vendors.OUI_FILE.exists():
         pytest.skip("ieee-data is not installed (scripts/bootstrap.sh installs it)")
+    assert (
+        display_name("KYOCERA Corporation") == "Kyocera"
+    )  # the registry's capitals, as the vendor writes it
+    assert display_name("QNAP SYSTEMS, INC") == "QNAP Systems"  # short capitals are an acronym
     assert oui_vendor("00:00:0c:00:00:01") == "Cisco"
     assert oui_vendor("00:05:85:00:00:01") == "Juniper"
 
@@ -261,41 +265,38 @@ Decimal
 """
 
 
-def test_script_parses_the_registry_and_writes_numbers_and_organizations(tmp_path: Path) -> None:
+DEBIAN_TABLE = (  # the same registry as libwireshark-data ships it, offline
+    "# generated from the IANA registry\n#\n# (last updated 2024-08-23)\n\n"
+    "0\tReserved\n9\tciscoSystems\n30065\tArista Networks, Inc.\t# formerly 'Arastra, Inc.'\n"
+    "1347 KYOCERA Corporation\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("registry", "expected"),
+    [
+        (
+            REGISTRY_SAMPLE,
+            {2: "IBM (https://w3.ibm.com/standards )", 9: "ciscoSystems", 30065: "Arista Networks, Inc."},
+        ),
+        (DEBIAN_TABLE, {9: "ciscoSystems", 30065: "Arista Networks, Inc.", 1347: "KYOCERA Corporation"}),
+    ],
+    ids=["iana-text", "debian-table"],
+)
+def test_script_parses_the_registry_and_writes_numbers_and_organizations(
+    tmp_path: Path, registry: str, expected: dict[int, str]
+) -> None:
     script = _script()
-    assert script.parse(REGISTRY_SAMPLE) == {
-        2: "IBM (https://w3.ibm.com/standards )",
-        9: "ciscoSystems",
-        30065: "Arista Networks, Inc.",
-    }
-    source, out = tmp_path / "enterprise-numbers.txt", tmp_path / "out.tsv"
-    source.write_text(REGISTRY_SAMPLE, encoding="utf-8")
+    assert script.parse(registry) == expected
+    source, out = tmp_path / "registry", tmp_path / "out.tsv"
+    source.write_text(registry, encoding="utf-8")
     assert script.main(["--from", str(source), "--out", str(out), "--min-entries", "3"]) == 0
     text = out.read_text(encoding="utf-8")
-    assert "9\tciscoSystems\n" in text and "&" not in text  # no e-mail addresses
-    assert re.search(r"^# source: IANA", text, re.M)
-
-
-def test_script_reads_the_registry_as_debian_ships_it_offline(tmp_path: Path) -> None:
-    table = (
-        "# generated from the IANA registry\n#\n# (last updated 2024-08-23)\n\n"
-        "0\tReserved\n9\tciscoSystems\n30065\tArista Networks, Inc.\t# formerly 'Arastra, Inc.'\n"
-        "1347 KYOCERA Corporation\n"
+    assert "\n9\tciscoSystems\n" in text and "\n30065\tArista Networks, Inc.\n" in text
+    assert "&" not in text and "formerly" not in text  # no e-mail addresses, no remarks
+    assert re.search(
+        rf"^# source: IANA \(registry of \d{{4}}-\d\d-\d\d\), {len(expected)} entries$", text, re.M
     )
-    script = _script()
-    assert script.parse(table) == {
-        9: "ciscoSystems",
-        30065: "Arista Networks, Inc.",
-        1347: "KYOCERA Corporation",
-    }
-    source, out = tmp_path / "enterprises.tsv", tmp_path / "out.tsv"
-    source.write_text(table, encoding="utf-8")
-    assert script.main(["--from", str(source), "--out", str(out), "--min-entries", "3"]) == 0
-    text = out.read_text(encoding="utf-8")
-    assert "30065\tArista Networks, Inc.\n" in text
-    assert "# source: IANA (registry of 2024-08-23), 3 entries" in text
-    assert display_name("KYOCERA Corporation") == "Kyocera"
-    assert display_name("QNAP SYSTEMS, INC") == "QNAP Systems"
 
 
 def test_script_refuses_a_short_registry_and_keeps_the_file(tmp_path: Path) -> None:
