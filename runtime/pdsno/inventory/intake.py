@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from pdsno.inventory.merge import MergeResult, merge_reported
+from pdsno.inventory.merge import MergeResult, devices_by_mac, merge_reported
 from pdsno.inventory.report import device_wire, reported_devices
 from pdsno.messaging.envelope import Envelope
 from pdsno.messaging.messages import DiscoveryReport, DiscoverySummary
@@ -119,9 +119,10 @@ class GlobalIntake:
         ):
             return None
         devices = [Device.model_validate(d) for d in (*summary.new_devices, *summary.updated_devices)]
+        known = await devices_by_mac(store, (d.mac_address for d in devices))
         collisions = []
         for device in devices:
-            mine = await store.get_device_by_mac(device.mac_address)
+            mine = known[device.mac_address]
             if mine is not None and mine.region not in (None, summary.region):
                 collisions.append(
                     {
@@ -132,7 +133,7 @@ class GlobalIntake:
                 )
         merged = await merge_reported(
             store, actor=me, reporter=summary.rc_id, owner_field="region", owner_value=summary.region,
-            new_or_updated=devices, inactive_ids=summary.inactive_devices,
+            new_or_updated=devices, inactive_ids=summary.inactive_devices, known=known,
         )  # fmt: skip
         events = [
             EventDraft(event_type="ANOMALY_GLOBAL_MAC_COLLISION", actor=me, subject=c["device_id"], decision=Decision.FLAGGED, payload=c)

@@ -5,7 +5,8 @@ fresher ``last_seen`` wins (reference-design §3 "Dedup by MAC") and both sighti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,14 @@ class MergeResult:
     conflicts: list[str] = field(default_factory=list)
 
 
+async def devices_by_mac(store: NIBStore, macs: Iterable[str]) -> dict[str, Device | None]:
+    """This NIB's copy of each device, by (normalised) MAC. The lookups run side by side: one report
+    is hundreds of them, each a round trip to the NIB, and its pool bounds how many are in flight."""
+    wanted = list(dict.fromkeys(macs))
+    found = await asyncio.gather(*(store.get_device_by_mac(mac) for mac in wanted))
+    return dict(zip(wanted, found, strict=True))
+
+
 def _owner(device: Device, owner_field: str) -> str | None:
     value: str | None = getattr(device, owner_field)
     return value
@@ -43,17 +52,21 @@ async def merge_reported(
     owner_value: str,
     new_or_updated: Sequence[Device],
     inactive_ids: Sequence[str],
+    known: Mapping[str, Device | None] | None = None,
 ) -> MergeResult:
     """Fold one report into the NIB in one transaction, with one event per change.
 
     ``owner_field`` is the column naming who is responsible for a device at this tier and
     ``owner_value`` the reporter's value there: ``local_controller`` and the LC's id on an RC,
-    ``region`` and the RC's region on the GC.
+    ``region`` and the RC's region on the GC. ``known``: what :func:`devices_by_mac` returned for
+    ``new_or_updated``, if the caller has looked already.
     """
     result = MergeResult()
     writes: list[Device] = []
+    if known is None:
+        known = await devices_by_mac(store, (d.mac_address for d in new_or_updated))
     for incoming in new_or_updated:
-        mine = await store.get_device_by_mac(incoming.mac_address)
+        mine = known[incoming.mac_address]
         if mine is None:
             fresh = incoming.model_copy(update={"version": 0, "created_at": None, "updated_at": None})
             writes.append(fresh)
@@ -77,8 +90,8 @@ async def merge_reported(
         ):
             writes.append(merged)
             result.updated.append(merged)
-    for device_id in inactive_ids:
-        mine = await store.get_device(device_id)
+    gone_ids = list(dict.fromkeys(inactive_ids))
+    for mine in await asyncio.gather(*(store.get_device(device_id) for device_id in gone_ids)):
         if mine is None or mine.status is DeviceStatus.INACTIVE:
             continue
         if _owner(mine, owner_field) not in (None, owner_value):
