@@ -51,7 +51,11 @@ _PACKET_IGNORE_OUTGOING = 23
 _BROADCAST = b"\xff" * 6
 _ARP_HEADER = struct.pack("!HHBB", 1, 0x0800, 6, 4)  # Ethernet, IPv4, hlen 6, plen 4
 _SLICE = 0.002
-"""Seconds the event loop sends ARP frames for before it gives the other probes a turn."""
+"""Seconds the event loop sends retries for before it gives the other probes a turn."""
+_FIRST_SLICE = 0.25
+"""The same for the first pass: it goes first, as everything else waits for the hosts it finds."""
+_SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS too; Linux's value, which the socket module does not name
+_TIMESPEC = struct.Struct("=qq")
 _BURST = 256
 """Frames the rate limiter lets out at once (the loop sleeps at least a millisecond between slices)."""
 MAX_SEEDED = 512
@@ -121,6 +125,21 @@ class _Neighbours:
             self._sock = None
 
 
+_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """When the kernel received a frame (its ``SO_TIMESTAMPNS`` stamp) on the monotonic clock, else now:
+    a reply's RTT must not include the time the event loop spent sending the sweep before reading it."""
+    now = time.monotonic()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            received: float = sec + nsec / 1e9
+            return min(now, now - (time.time() - received))
+    return now
+
+
 def _mac_bytes(mac: str) -> bytes:
     return bytes(int(part, 16) for part in mac.split(":"))
 
@@ -149,8 +168,11 @@ class ArpProbe:
         min_wait: float = 0.25,
         retries: int = 1,
         rate_pps: float = 50_000,
+        all_sent: asyncio.Event | None = None,
     ) -> None:
+        """``all_sent`` is set once the last request is out (only the wait for late replies is left)."""
         self._local = list(local) if local is not None else None
+        self.all_sent = all_sent or asyncio.Event()
         self.timeout = timeout
         self.min_wait = min_wait
         self.retries = max(0, retries)
@@ -173,12 +195,12 @@ class ArpProbe:
         def on_readable(link: _Link) -> None:
             for _ in range(1024):
                 try:
-                    frame = link.rx.recv(128)
+                    frame, ancillary, _flags, _addr = link.rx.recvmsg(128, _CMSG_SPACE)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError:
                     return
-                now = time.monotonic()
+                now = _arrival(ancillary)
                 parsed = parse_arp(frame)
                 if parsed is None:
                     continue
@@ -214,6 +236,8 @@ class ArpProbe:
                     with contextlib.suppress(OSError):
                         rx.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
                     with contextlib.suppress(OSError):
+                        rx.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                    with contextlib.suppress(OSError):
                         rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
                     rx.bind((owner.ifname, ETH_P_ARP))
                 except BaseException:
@@ -243,8 +267,10 @@ class ArpProbe:
                 all_done.set()
             if not all_done.is_set():
                 await sweep.pump(estimator, retries_too=True)
+            self.all_sent.set()
             await self._wait(all_done, sweep.last_send, estimator)
         finally:
+            self.all_sent.set()
             for link in links.values():
                 loop.remove_reader(link.rx.fileno())
                 link.rx.close()
@@ -274,9 +300,10 @@ class _Sweep:
     """The requests of one probe, sent from the event loop: the first one to each target in order, and
     each silent target asked again once its own adaptive timeout has passed since it was last asked.
 
-    Frames go out on the non-blocking socket in slices of at most :data:`_SLICE` seconds, paced by a
-    token bucket, with a turn of the event loop between slices so that replies are read (and timed) and
-    ICMP and SNMP go on. A send is not cheap on a busy link (the kernel delivers a broadcast to every port
+    Frames go out on the non-blocking socket in slices of at most :data:`_FIRST_SLICE` seconds (first
+    pass) or :data:`_SLICE` (retries), paced by a token bucket, with a turn of the event loop between
+    slices so that replies are read and ICMP and SNMP go on (replies are timed by the kernel, so a long
+    slice does not lengthen their RTTs). A send is not cheap on a busy link (the kernel delivers a broadcast to every port
     of a bridge in the sender's context: ~0.4 ms on the lab's 200-port one), and from worker threads each
     frame also waited for the GIL (up to the interpreter's 5 ms switch interval) while the loop decoded
     SNMP answers: over a second for a /24.
@@ -323,7 +350,8 @@ class _Sweep:
         while self.first or (retries_too and self.again):
             began = now = time.monotonic()
             wait = estimator.timeout()
-            while now - began < _SLICE and (item := self._next(now, wait)) is not None:
+            budget = _FIRST_SLICE if self.first else _SLICE
+            while now - began < budget and (item := self._next(now, wait)) is not None:
                 pause = self.limiter.delay()
                 if pause > 0:
                     await asyncio.sleep(pause)
@@ -336,7 +364,7 @@ class _Sweep:
                     self.again.append((now, link, packed, left))
                 if pause > 0:
                     break
-            if now - began < _SLICE and self.again and not self.first:
+            if now - began < budget and self.again and not self.first:
                 # nothing due yet: sleep until the oldest retry is (its due time moves with the RTTs)
                 await asyncio.sleep(min(0.02, max(0.001, self.again[0][0] + wait - now)))
             else:

@@ -4,8 +4,9 @@ SNMPv2c runs on one :class:`~pdsno.snmp.V2cTransport` socket for the whole scan,
 written by :class:`~pdsno.discovery.probes.ber.BerV2cCodec` (pyasn1 costs ~0.1 ms per varbind decoded:
 over a second of the event loop's time on a /24 with interface tables). Timeouts adapt to the RTTs
 seen (never below ``min_timeout``, never above ``timeout``), each request is retried ``retries`` times, and
-communities are tried in the order given. SNMPv3 (authPriv or authNoPriv USM users, tried in order) goes
-through pysnmp's engine (:class:`~pdsno.snmp.V3Client`) and only for hosts where no community worked.
+every community is tried at once. SNMPv3 (authPriv or authNoPriv USM users, tried in order) goes through
+pysnmp's engine (:class:`~pdsno.snmp.V3Client`, built in a worker thread from the start) and only for hosts that did not answer
+the first request of any community, beside that request's retries; a community's answer wins.
 
 What is collected, by one GETBULK (non-repeaters: sysDescr, sysObjectID, sysUpTime, sysName,
 sysServices, ifNumber; repeaters: ipAdEntAddr and the ifTable/ifXTable columns), continued only for the
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
@@ -340,17 +341,33 @@ class SnmpProbe:
         return stats
 
     async def _any_community(
-        self, ip: str, transport: V2cTransport, stats: ProbeStats
+        self, ip: str, transport: V2cTransport, stats: ProbeStats, silent: asyncio.Event | None = None
     ) -> tuple[dict[str, Any] | None, str, bool]:
         """(facts, last error, no agent) of a walk with every community at once: an agent ignores a
         wrong one, so trying them in turn would cost a timeout each. The first walk that succeeds wins
-        (the lowest-numbered among those done together) and the others are dropped."""
+        (the lowest-numbered among those done together) and the others are dropped. ``silent`` is set
+        once the first request of every community has gone unanswered (their retries still to come)."""
+        communities = self.credentials.communities
+        unanswered = 0
+
+        def on_silence() -> None:
+            nonlocal unanswered
+            unanswered += 1
+            if silent is not None and unanswered == len(communities):
+                silent.set()
+
+        sessions: list[BulkSession] = [
+            V2cSession(transport, ip, c, self.retries)
+            if silent is None
+            else _Watched(transport, ip, c, self.retries, on_silence)
+            for c in communities
+        ]
         walks = {
             asyncio.create_task(
                 collect(session, tables=self.tables, first_max_repetitions=self.first_max_repetitions)
             ): (n, session)
-            for n, session in enumerate(V2cSession(transport, ip, c, self.retries) for c in self.credentials.communities)
-        }  # fmt: skip
+            for n, session in enumerate(sessions)
+        }
         error, no_agent = "no credential tried", False
         try:
             while walks:
@@ -378,6 +395,60 @@ class SnmpProbe:
             await asyncio.gather(*walks, return_exceptions=True)
         return None, error, no_agent
 
+    async def _v3(self, ip: str, v3: V3Client, stats: ProbeStats) -> tuple[dict[str, Any] | None, str]:
+        """(facts, last error) of a walk with the SNMPv3 users, in turn."""
+        error = "no credential tried"
+        for credential in self.credentials.v3:
+            try:
+                v3_session = await V3Session.open(v3, ip, credential)
+                stats.sent += 1
+                facts = await collect(
+                    v3_session, tables=self.tables, first_max_repetitions=self.first_max_repetitions
+                )
+            except SnmpTimeout:
+                return None, "timeout"  # no v3 agent answered: other users will not fare better
+            except SnmpFailure as exc:
+                error = f"{exc.kind}: {exc}"
+                continue
+            except Exception as exc:  # pysnmp raising on odd input: this host only
+                log.debug("SNMPv3 towards %s failed", ip, exc_info=True)
+                return None, f"error: {exc}"
+            facts["credential"] = f"user {credential.user}"
+            stats.sent += v3_session.requests - 1
+            return facts, error
+        return None, error
+
+    async def _v2c_or_v3(
+        self, ip: str, transport: V2cTransport, v3: V3Client, stats: ProbeStats
+    ) -> tuple[dict[str, Any] | None, str, bool]:
+        """The communities, and the v3 users as soon as the first request of every community has gone
+        unanswered, beside the v2c retries: a v3-only agent ignores v2c, and waiting for those retries to
+        time out as well cost the /24 its slowest device. The communities' answer wins when both come."""
+        silent = asyncio.Event()
+        v2c = asyncio.create_task(self._any_community(ip, transport, stats, silent))
+        silence = asyncio.create_task(silent.wait())
+        v3_walk: asyncio.Task[tuple[dict[str, Any] | None, str]] | None = None
+        try:
+            await asyncio.wait({v2c, silence}, return_when=asyncio.FIRST_COMPLETED)
+            if not v2c.done():
+                v3_walk = asyncio.create_task(self._v3(ip, v3, stats))
+                await asyncio.wait({v2c, v3_walk}, return_when=asyncio.FIRST_COMPLETED)
+                if not v2c.done() and v3_walk.result()[0] is not None:
+                    facts, error = v3_walk.result()
+                    return facts, error, False
+            facts, error, no_agent = await v2c
+            if facts is not None or no_agent:
+                return facts, error, no_agent
+            facts, error = await (v3_walk or self._v3(ip, v3, stats))
+            return facts, error, False
+        finally:
+            for task in (silence, v2c, v3_walk):
+                if task is not None and not task.done():
+                    task.cancel()
+            await asyncio.gather(
+                *(t for t in (silence, v2c, v3_walk) if t is not None), return_exceptions=True
+            )
+
     async def _host(
         self,
         ip: str,
@@ -392,30 +463,13 @@ class SnmpProbe:
             started = time.monotonic()
             facts: dict[str, Any] | None = None
             error = "no credential tried"
-            no_agent = False
             if transport is not None and self.credentials.communities:
-                facts, error, no_agent = await self._any_community(ip, transport, stats)
-            if facts is None and not no_agent and v3 is not None:
-                for credential in self.credentials.v3:
-                    try:
-                        v3_session = await V3Session.open(v3, ip, credential)
-                        stats.sent += 1
-                        facts = await collect(
-                            v3_session, tables=self.tables, first_max_repetitions=self.first_max_repetitions
-                        )
-                    except SnmpTimeout:
-                        error = "timeout"
-                        break  # no v3 agent answered: other users will not fare better
-                    except SnmpFailure as exc:
-                        error = f"{exc.kind}: {exc}"
-                        continue
-                    except Exception as exc:  # pysnmp raising on odd input: this host only
-                        log.debug("SNMPv3 towards %s failed", ip, exc_info=True)
-                        error = f"error: {exc}"
-                        break
-                    facts["credential"] = f"user {credential.user}"
-                    stats.sent += v3_session.requests - 1
-                    break
+                if v3 is not None:
+                    facts, error, _no_agent = await self._v2c_or_v3(ip, transport, v3, stats)
+                else:
+                    facts, error, _no_agent = await self._any_community(ip, transport, stats)
+            elif v3 is not None:
+                facts, error = await self._v3(ip, v3, stats)
             now = time.monotonic()
             if facts is None:
                 stats.count_error(error.split(":")[0].split(" (")[0])
@@ -426,3 +480,45 @@ class SnmpProbe:
             stats.responded(now)
             facts.update(reachable=True, version=version, elapsed_ms=round((now - started) * 1000, 3))
             sink.emit(Observation(ip, self.name, fields=facts))
+
+
+class _Watched:
+    """A v2c session whose first request goes out once before its retries: when that one times out,
+    ``on_silence`` is called (the agent may not speak v2c at all), then it is retried as usual."""
+
+    version = "v2c"
+
+    def __init__(
+        self, transport: V2cTransport, ip: str, community: str, retries: int, on_silence: Callable[[], None]
+    ) -> None:
+        self._once = V2cSession(transport, ip, community, 0)
+        self._again = V2cSession(transport, ip, community, retries - 1) if retries > 0 else None
+        self._rest = V2cSession(transport, ip, community, retries)
+        self._on_silence = on_silence
+        self._asked = False
+        self.requests = 0
+
+    async def get(self, oids: Sequence[Oid]) -> list[tuple[Oid, Value]]:
+        return await self._ask(lambda session: session.get(oids))
+
+    async def bulk(
+        self, non_repeaters: Sequence[Oid], repeaters: Sequence[Oid], max_repetitions: int
+    ) -> list[tuple[Oid, Value]]:
+        return await self._ask(lambda session: session.bulk(non_repeaters, repeaters, max_repetitions))
+
+    async def _ask(
+        self, call: Callable[[V2cSession], Awaitable[list[tuple[Oid, Value]]]]
+    ) -> list[tuple[Oid, Value]]:
+        try:
+            if self._asked:
+                return await call(self._rest)
+            self._asked = True
+            try:
+                return await call(self._once)
+            except SnmpTimeout:
+                self._on_silence()
+                if self._again is None:
+                    raise
+                return await call(self._again)
+        finally:
+            self.requests = sum(s.requests for s in (self._once, self._again, self._rest) if s is not None)
