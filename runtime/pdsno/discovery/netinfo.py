@@ -29,17 +29,34 @@ class LocalAddress:
         return self.interface.network
 
 
-def _ip_json() -> list[dict[str, object]]:
+def _ip_json(*args: str) -> list[dict[str, object]]:
     ip = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
     if ip is None:
         raise PdsnoError("iproute2 'ip' not found: cannot read this host's addresses")
-    out = subprocess.run(
-        [ip, "-json", "addr", "show"], capture_output=True, text=True, timeout=10, check=True
-    )
+    out = subprocess.run([ip, "-json", *args], capture_output=True, text=True, timeout=10, check=True)
     data = json.loads(out.stdout or "[]")
     if not isinstance(data, list):
-        raise PdsnoError("unexpected output of 'ip -json addr show'")
+        raise PdsnoError(f"unexpected output of 'ip -json {' '.join(args)}'")
     return data
+
+
+def parse_ip_neigh(data: Iterable[dict[str, object]]) -> set[IPv4Address]:
+    """``ip -json neigh show`` output → the IPv4 neighbours with a link-layer address (not FAILED)."""
+    found: set[IPv4Address] = set()
+    for entry in data:
+        state = entry.get("state") or []
+        if not entry.get("lladdr") or (isinstance(state, list) and "FAILED" in state):
+            continue
+        try:
+            found.add(IPv4Address(str(entry.get("dst"))))
+        except ValueError:
+            continue
+    return found
+
+
+def neighbours(ifname: str) -> set[IPv4Address]:
+    """The hosts the kernel's neighbour table knows on ``ifname``: ones this host talked to lately."""
+    return parse_ip_neigh(_ip_json("-4", "neigh", "show", "dev", ifname))
 
 
 def parse_ip_addr(data: Iterable[dict[str, object]]) -> list[LocalAddress]:
@@ -74,7 +91,7 @@ def parse_ip_addr(data: Iterable[dict[str, object]]) -> list[LocalAddress]:
 
 
 def local_addresses() -> list[LocalAddress]:
-    return parse_ip_addr(_ip_json())
+    return parse_ip_addr(_ip_json("addr", "show"))
 
 
 @dataclass

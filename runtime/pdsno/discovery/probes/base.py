@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import sys
 import threading
 import time
@@ -25,6 +27,26 @@ from pdsno.errors import ReasonCode
 
 SCAN_PROTOCOL_FAILED = ReasonCode.SCAN_PROTOCOL_FAILED
 """Reason code of a protocol that failed as a whole."""
+SO_TIMESTAMPNS = 35
+"""Linux's value (SCM_TIMESTAMPNS too), which the socket module does not name."""
+_TIMESPEC = struct.Struct("=qq")
+STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+"""Ancillary buffer size for ``recvmsg`` on a socket with ``SO_TIMESTAMPNS``."""
+
+
+def kernel_arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """When the kernel received a packet (its ``SO_TIMESTAMPNS`` stamp) on the monotonic clock, else now:
+    a reply's RTT must not include the time the event loop spent on other work (a sweep slice, SNMP)
+    before reading it, or the adaptive timeouts grow with the machine's load."""
+    now = time.monotonic()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            received: float = sec + nsec / 1e9
+            return min(now, now - (time.time() - received))
+    return now
+
+
 FINE_SWITCH_INTERVAL = 0.0002
 """Seconds: the interpreter's GIL switch interval while :func:`fine_switching` is held."""
 

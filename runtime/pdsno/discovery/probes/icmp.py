@@ -23,12 +23,15 @@ from collections.abc import Container
 from dataclasses import dataclass
 
 from pdsno.discovery.probes.base import (
+    SO_TIMESTAMPNS,
+    STAMP_SPACE,
     Observation,
     ObservationSink,
     ProbeStats,
     RateLimiter,
     RttEstimator,
     TargetStream,
+    kernel_arrival,
 )
 
 ECHO_REPLY = 0
@@ -110,6 +113,8 @@ class IcmpProbe:
                 sock.setsockopt(_SOL_RAW, _ICMP_FILTER, struct.pack("I", ~(1 << ECHO_REPLY) & 0xFFFFFFFF))
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         return sock, raw
 
     async def run(self, targets: TargetStream, sink: ObservationSink) -> ProbeStats:
@@ -125,12 +130,12 @@ class IcmpProbe:
         def on_readable() -> None:
             for _ in range(1024):
                 try:
-                    data, addr = sock.recvfrom(2048)
+                    data, ancillary, _flags, addr = sock.recvmsg(2048, STAMP_SPACE)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError:
                     continue
-                now = time.monotonic()
+                now = kernel_arrival(ancillary)
                 parsed = parse_echo_reply(data, with_ip_header=raw)
                 if parsed is None:
                     continue
