@@ -89,6 +89,13 @@ PROFILES: dict[str, Profile] = {
         ("ether1", "sfp-plus1", "bridge"),
         "4c:5e:0c",
     ),
+    "aruba-ap": Profile(
+        "ArubaOS (MODEL: 515), Version 8.10.0.9-8.10.0.9 LSR",
+        "1.3.6.1.4.1.14823.1.2.107",  # Aruba AP-515 (wlanAPModel 107, ARUBA-MIB)
+        72,
+        ("eth0", "radio0", "radio1"),
+        "00:0b:86",
+    ),
     "linux": Profile(
         "Linux {name} 6.1.0-18-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01) x86_64",
         "1.3.6.1.4.1.8072.3.2.10",
