@@ -51,25 +51,28 @@ class RegionalIntake:
             store, envelope.sender_id, ControllerRole.LOCAL, self._region, actor=me, claimed=report.lc_id
         ):
             return None
-        merged = await merge_reported(
-            store, actor=me, reporter=report.lc_id, owner_field="local_controller", owner_value=report.lc_id,
-            new_or_updated=reported_devices(report), inactive_ids=report.inactive_devices,
-        )  # fmt: skip
         anomalies = []
         if len(report.new_devices) > self._spike_threshold:
             anomalies.append(
                 {"type": "ANOMALY_DISCOVERY_SPIKE", "lc_id": report.lc_id, "new": len(report.new_devices)}
             )
-        events = [
-            EventDraft(event_type=a["type"], actor=me, subject=report.lc_id, decision=Decision.FLAGGED, payload=a)
-            for a in anomalies
-        ]  # fmt: skip
-        events.append(
-            EventDraft(event_type="DISCOVERY_REPORT_RECEIVED", actor=me, subject=report.lc_id,
-                       payload={"report_id": report.report_id, "chunk": report.chunk_index,
-                                "new": len(merged.new), "updated": len(merged.updated), "inactive": len(merged.inactive)})
+
+        def received(merged: MergeResult) -> list[EventDraft]:
+            events = [
+                EventDraft(event_type=a["type"], actor=me, subject=report.lc_id, decision=Decision.FLAGGED, payload=a)
+                for a in anomalies
+            ]  # fmt: skip
+            events.append(
+                EventDraft(event_type="DISCOVERY_REPORT_RECEIVED", actor=me, subject=report.lc_id,
+                           payload={"report_id": report.report_id, "chunk": report.chunk_index,
+                                    "new": len(merged.new), "updated": len(merged.updated), "inactive": len(merged.inactive)})
+            )  # fmt: skip
+            return events
+
+        merged = await merge_reported(
+            store, actor=me, reporter=report.lc_id, owner_field="local_controller", owner_value=report.lc_id,
+            new_or_updated=reported_devices(report), inactive_ids=report.inactive_devices, record=received,
         )  # fmt: skip
-        await store.append_events(events)
         return _summary(merged, report, rc_id=me, anomalies=anomalies,
                         total=await store.count_devices(region=self._region))  # fmt: skip
 
@@ -131,19 +134,21 @@ class GlobalIntake:
                         "regions": [mine.region, summary.region],
                     }
                 )
-        merged = await merge_reported(
+
+        def updated(merged: MergeResult) -> list[EventDraft]:
+            events = [
+                EventDraft(event_type="ANOMALY_GLOBAL_MAC_COLLISION", actor=me, subject=c["device_id"], decision=Decision.FLAGGED, payload=c)
+                for c in collisions
+            ]  # fmt: skip
+            events.append(
+                EventDraft(event_type="GLOBAL_DISCOVERY_CYCLE_UPDATED", actor=me, subject=summary.region,
+                           payload={"summary_id": summary.summary_id, "rc_id": summary.rc_id, "request_id": summary.request_id,
+                                    "new": len(merged.new), "updated": len(merged.updated), "inactive": len(merged.inactive),
+                                    "anomalies": summary.anomalies_flagged})
+            )  # fmt: skip
+            return events
+
+        return await merge_reported(
             store, actor=me, reporter=summary.rc_id, owner_field="region", owner_value=summary.region,
-            new_or_updated=devices, inactive_ids=summary.inactive_devices, known=known,
+            new_or_updated=devices, inactive_ids=summary.inactive_devices, known=known, record=updated,
         )  # fmt: skip
-        events = [
-            EventDraft(event_type="ANOMALY_GLOBAL_MAC_COLLISION", actor=me, subject=c["device_id"], decision=Decision.FLAGGED, payload=c)
-            for c in collisions
-        ]  # fmt: skip
-        events.append(
-            EventDraft(event_type="GLOBAL_DISCOVERY_CYCLE_UPDATED", actor=me, subject=summary.region,
-                       payload={"summary_id": summary.summary_id, "rc_id": summary.rc_id, "request_id": summary.request_id,
-                                "new": len(merged.new), "updated": len(merged.updated), "inactive": len(merged.inactive),
-                                "anomalies": summary.anomalies_flagged})
-        )  # fmt: skip
-        await store.append_events(events)
-        return merged

@@ -6,7 +6,7 @@ fresher ``last_seen`` wins (reference-design §3 "Dedup by MAC") and both sighti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,13 +53,17 @@ async def merge_reported(
     new_or_updated: Sequence[Device],
     inactive_ids: Sequence[str],
     known: Mapping[str, Device | None] | None = None,
+    record: Callable[[MergeResult], Sequence[EventDraft]] | None = None,
 ) -> MergeResult:
     """Fold one report into the NIB in one transaction, with one event per change.
 
     ``owner_field`` is the column naming who is responsible for a device at this tier and
     ``owner_value`` the reporter's value there: ``local_controller`` and the LC's id on an RC,
     ``region`` and the RC's region on the GC. ``known``: what :func:`devices_by_mac` returned for
-    ``new_or_updated``, if the caller has looked already.
+    ``new_or_updated``, if the caller has looked already. ``record``: the events about the report as a
+    whole, in the same transaction as its devices: were they a transaction of their own and it failed,
+    the sender would send the report again, and this tier, finding the devices stored, would pass on
+    nothing of them.
     """
     result = MergeResult()
     writes: list[Device] = []
@@ -119,9 +123,14 @@ async def merge_reported(
         ]  # fmt: skip
         return drafts
 
+    trailing = list(record(result)) if record is not None else []
     if writes or result.multi_reporter:
-        batch = await store.write_devices(writes, events_for_written=events)
+        batch = await store.write_devices(
+            writes, events_for_written=lambda written: [*events(written), *trailing]
+        )
         result.conflicts = batch.conflicts
+    elif trailing:
+        await store.append_events(trailing)
     return result
 
 
