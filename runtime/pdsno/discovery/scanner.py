@@ -7,9 +7,11 @@
   wide), except as a fallback when ARP itself failed or was not asked for, for at most
   :data:`MAX_UNRESOLVED_ON_LINK` addresses.
 * SNMP queries every address ARP or ICMP saw, as soon as it is seen: the system group, interfaces and the
-  device's own addresses, or the system group alone with ``snmp_tables=False`` (one GET per host; the
-  table walk is most of SNMP's CPU on a /24, and without the address table a device answering on several
-  addresses is merged only through ARP).
+  device's own addresses, or the system group alone with ``snmp_tables=False`` (one GET per host; without
+  the address table a device answering on several addresses is merged only through ARP).
+* ARP's first pass goes out before ICMP and SNMP start (everything else waits for the hosts it finds);
+  consolidation's imports are prepared in a worker thread once ARP has sent its last request, and the
+  GIL switch interval is lowered for the scan (:func:`~pdsno.discovery.probes.base.fine_switching`).
 
 A probe that fails as a whole is recorded as ``SCAN_PROTOCOL_FAILED`` with its reason and the cycle goes
 on with the others; :attr:`ScanResult.cycle_failed` is true only when every probe that ran failed.
@@ -18,7 +20,6 @@ on with the others; :attr:`ScanResult.cycle_failed` is true only when every prob
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -376,16 +377,13 @@ async def scan(
         except TimeoutError:
             pass
         finally:
+            finished = time.monotonic()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        finished = time.monotonic()
-        if preparing is not None:
-            if arp_sent.is_set():
-                with contextlib.suppress(Exception):  # met again, and raised, by the import below
-                    await preparing
-            else:
-                preparing.cancel()
+            if preparing is not None and not arp_sent.is_set():
+                preparing.cancel()  # still waiting for ARP: the import below does it
+            # a preparation that failed is met again, and raised, by the import below
+            await asyncio.gather(*tasks, *filter(None, [preparing]), return_exceptions=True)
     from pdsno.discovery.consolidate import consolidate
 
     result = consolidate(cycle.observations, now=started_at, snmp_probed="snmp" in stats)
