@@ -347,8 +347,8 @@ class LoadProcess:
 
     @property
     def pid(self) -> int:
-        pid: int = self.process.pid
-        return pid
+        assert self.process.pid is not None  # started in __init__
+        return self.process.pid
 
     def wait(self, kind: str, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -409,14 +409,25 @@ class Fleet:
         return self.wait(answer or command, timeout)
 
 
-def wait_until(
-    what: str, done: Callable[[], bool], timeout: float, started: float, poll_s: float = 0.25
+def wait_for_count(
+    what: str,
+    count: Callable[[], int],
+    target: int,
+    *,
+    started: float,
+    args: argparse.Namespace,
+    poll_s: float,
 ) -> float:
-    """Seconds from ``started`` until ``done()``; raises after ``timeout`` seconds from now."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+    """Seconds from ``started`` until ``count()`` reaches ``target``. Raises after ``--timeout-s``, or once
+    the count has not moved for ``--stall-s``: then something was lost, and waiting would not bring it."""
+    deadline = time.monotonic() + args.timeout_s
+    last, moved = -1, time.monotonic()
+    while (now_count := count()) < target:
+        now = time.monotonic()
+        if now_count != last:
+            last, moved = now_count, now
+        if now > deadline or now - moved > args.stall_s:
+            raise RuntimeError(f"{what}: {now_count} of {target} after {now - started:.0f} s")
         time.sleep(poll_s)
     return time.monotonic() - started
 
@@ -465,7 +476,7 @@ def deployment_up(root: Path) -> Iterator[tuple[Deployment, Fleet]]:
         world.wait_healthy(rcs, 120)
         log(f"GC and {RCS} RCs up in {time.monotonic() - started:.1f} s")
 
-        lc_configs = []
+        lc_configs: list[dict[str, Any]] = []
         for r, rc in enumerate(rcs):
             for n in range(LCS_PER_RC):
                 config = world.controller(lc_id(r, n), "local", region(r), rc)
@@ -490,7 +501,7 @@ def operator_token(world: Deployment, name: str) -> str:
 def api_latency(world: Deployment, token: str, devices: int, requests: int) -> dict[str, dict[str, Any]]:
     """Sequential GETs of the GC's northbound inventory (one in flight, keep-alive), per query."""
     per_region = devices // RCS
-    queries = {
+    queries: dict[str, dict[str, str | int]] = {
         "first page (limit=100)": {"limit": 100},
         "middle (offset=N/2)": {"limit": 100, "offset": devices // 2},
         "deepest page (offset=N-100)": {"limit": 100, "offset": max(0, devices - 100)},
@@ -565,7 +576,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 groups["mosquitto"] = lambda: [world.broker.pid] if world.broker.pid else []
                 groups["postgresql"] = lambda: postgres_pids(world.postgres)
                 meter = CpuMeter(groups)
-                report["inventory"] = full_inventory(lcs, nibs, meter, total, per_lc, args.timeout_s)
+                report["inventory"] = full_inventory(lcs, nibs, meter, total, per_lc, args)
                 log(f"full inventory at the GC in {report['inventory']['gc_s']:.1f} s")
                 time.sleep(args.settle_s)
                 before, started = meter.read(), time.monotonic()
@@ -593,14 +604,12 @@ def cpu_share(spent: dict[str, float], wall_s: float) -> dict[str, Any]:
 
 
 def full_inventory(
-    lcs: Fleet, nibs: Nibs, meter: CpuMeter, total: int, per_lc: int, timeout: float
+    lcs: Fleet, nibs: Nibs, meter: CpuMeter, total: int, per_lc: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     before, since = meter.read(), utcnow()
     started = time.monotonic()
     lcs.ask("go", 1, per_lc, answer="ok")
-    gc_s = wait_until(
-        "the full inventory at the GC", lambda: nibs.gc_devices() >= total, timeout, started, 0.5
-    )
+    gc_s = wait_for_count("devices at the GC", nibs.gc_devices, total, started=started, args=args, poll_s=0.5)
     spent = meter.spent(before, meter.read())
     return {"gc_s": round(gc_s, 2), **tier_times(nibs, since), "devices_per_s": round(total / gc_s),
             "cpu": cpu_share(spent, gc_s)}  # fmt: skip
@@ -624,11 +633,10 @@ def delta_cycle(
         answer = client.post("/api/v1/discovery", json={})
         answer.raise_for_status()
         request_id = answer.json()["request_id"]
-        gc_s = wait_until(
-            "the delta at the GC",
-            lambda: nibs.gc_devices() >= total + added
-            and nibs.gc_devices("WHERE firmware_version = '2.0'") >= changed,
-            args.timeout_s, started, poll_s=0.2,
+        gc_s = wait_for_count(
+            "new and changed devices at the GC",
+            lambda: nibs.gc_devices() - total + nibs.gc_devices("WHERE firmware_version = '2.0'"),
+            added + changed, started=started, args=args, poll_s=0.2,
         )  # fmt: skip
         spent = meter.spent(before, meter.read())
         run_view: dict[str, Any] = {}
@@ -697,6 +705,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle-s", type=float, default=30.0, help="steady-state interval (default 30 s)")
     parser.add_argument("--settle-s", type=float, default=5.0, help="wait after the ingest before it")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="bound on each phase")
+    parser.add_argument(
+        "--stall-s", type=float, default=180.0, help="give up when the GC gains nothing so long"
+    )
     parser.add_argument("--json", action="store_true", help="every number as JSON on stdout")
     parser.add_argument("--keep", action="store_true", help="leave the temporary directory (logs, NIBs)")
     args = parser.parse_args(argv)

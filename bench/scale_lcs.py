@@ -119,7 +119,7 @@ class SyntheticNetwork:
 
 def install(network: SyntheticNetwork) -> None:
     """Every LC duty in this process scans the synthetic network instead of the wire."""
-    discovery_duty.scan = network.scan  # type: ignore[assignment]
+    discovery_duty.scan = network.scan  # type: ignore[attr-defined,assignment]
 
 
 async def _serve(conn: Connection, spec: dict[str, Any]) -> None:
