@@ -278,7 +278,7 @@ class SnmpProbe:
         timeout: float = 1.0,
         min_timeout: float = 0.2,
         retries: int = 1,
-        concurrency: int = 100,
+        concurrency: int = 256,
         port: int = 161,
         first_max_repetitions: int = 4,
         tables: bool = True,
