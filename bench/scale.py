@@ -6,15 +6,16 @@ The GC and every RC are real ``pdsno controller run`` processes on 127.0.0.1, TL
 Mosquitto (password file, PDSNO ACL: ``tests/runtime/mosquitto_server.py``) with an account per
 controller. The GC's NIB is on a throwaway PostgreSQL 15 server started here (the test suite's
 ``tests/runtime/postgres_server.py``, with PostgreSQL's default fsync and synchronous commit), the RCs'
-on SQLite. Two cores cannot also hold a hundred LC processes, so the LCs are one load process
+on SQLite. Two cores cannot also hold a hundred LC processes, so the LCs live in two load processes
 (``bench/scale_lcs.py``): a hundred real LC nodes, each admitted by its RC with its own bootstrap token
 (``pdsno token issue``), challenge, identity key and MQTT account, scanning a synthetic network of
 ``--devices`` devices in all (``--devices / 100`` per LC).
 
 Phases, each timed from the moment it starts:
 
-1. full inventory: every LC's first cycle finds its devices at once; time until the LCs' NIBs, the RCs'
-   and the GC's hold all of them, and the CPU each process spent meanwhile;
+1. full inventory: every LC's first cycle finds its devices at once; time until the GC's NIB holds all
+   of them (and until each tier's last device write, from the NIBs' event timestamps), and the CPU
+   each process spent meanwhile;
 2. steady state: ``--idle-s`` seconds with nothing but heartbeats (every 10 s per controller);
 3. the GC's northbound ``GET /api/v1/devices``: ``--requests`` sequential requests per query (first page,
    deep offsets, vendor, region, region at its deepest page), p50/p95;
