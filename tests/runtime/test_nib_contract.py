@@ -163,13 +163,19 @@ async def test_discovery_delta_of_thousands_commits_in_one_transaction(nib: SqlN
     assert len(batch.written) == 3000 and not batch.refused
     assert (await nib.stats())["tables"]["devices"] == 3000
 
-    # An update pass where one device was changed behind the writer's back: the rest still land.
+    # An update pass where one device was changed behind the writer's back: the rest still land, their
+    # interfaces replaced (more devices than one IN list holds); the refused one keeps its own.
     first = (await nib.put_device(batch.written[0].next_version(hostname="changed"))).unwrap()
-    updates = [d.next_version(status=DeviceStatus.INACTIVE) for d in batch.written[:100]]
+    moved = [Interface(if_index=2, name="eth1")]
+    updates = [d.next_version(status=DeviceStatus.INACTIVE, interfaces=moved) for d in batch.written[:600]]
     second = await nib.write_devices(updates)
     assert second.conflicts == [first.device_id]
-    assert len(second.written) == 99
-    assert len(await nib.list_devices(status=DeviceStatus.INACTIVE)) == 99
+    assert len(second.written) == 599
+    inactive = await nib.list_devices(status=DeviceStatus.INACTIVE)
+    assert len(inactive) == 599 and all(d.interfaces == moved for d in inactive)
+    kept = await nib.get_device(first.device_id)
+    assert kept is not None and [i.name for i in kept.interfaces] == ["eth0"]
+    assert (await nib.stats())["tables"]["devices"] == 3000
 
 
 async def test_controller_registration_and_its_event_commit_together(nib: SqlNIBStore) -> None:

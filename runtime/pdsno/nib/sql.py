@@ -197,6 +197,8 @@ _EVENT_COLUMNS = (
     "seq, event_id, event_type, actor, subject, action, decision, timestamp, payload, notes, "
     "prev_hash, hash, signer_id, signature"
 )
+_IN_LIST_MAX = 500
+"""Ids in one ``IN (...)`` list: far below SQLite's limit of bound parameters."""
 _COUNTED_TABLES = (
     "devices", "controllers", "config_proposals", "execution_tokens", "policies", "locks",
     "discovery_reports", "events", "message_keys", "operators",
@@ -379,23 +381,32 @@ class SqlNIBStore:
             for r in rows
         ]
 
-    def _write_device_children(self, tx: Tx, device: Device, replace: bool) -> None:
-        if replace:
-            tx.execute("DELETE FROM device_addresses WHERE device_id = :d", {"d": device.device_id})
-            tx.execute("DELETE FROM device_interfaces WHERE device_id = :d", {"d": device.device_id})
-        if device.addresses:
+    @staticmethod
+    def _write_device_children(tx: Tx, devices: Sequence[Device], replaced: Sequence[str]) -> None:
+        """The addresses and interfaces of ``devices``, those of ``replaced`` (device ids) first removed:
+        a few statements for a whole batch, not three per device (at the GC of 100k devices, one round
+        trip per device to PostgreSQL each)."""
+        for start in range(0, len(replaced), _IN_LIST_MAX):
+            ids = {f"d{n}": d for n, d in enumerate(replaced[start : start + _IN_LIST_MAX])}
+            in_list = ", ".join(f":{name}" for name in ids)
+            tx.execute(f"DELETE FROM device_addresses WHERE device_id IN ({in_list})", ids)
+            tx.execute(f"DELETE FROM device_interfaces WHERE device_id IN ({in_list})", ids)
+        addresses = [{"device_id": d.device_id, "ip_address": a} for d in devices for a in d.addresses]
+        if addresses:
             tx.many(
                 "INSERT INTO device_addresses (device_id, ip_address) VALUES (:device_id, :ip_address)",
-                [{"device_id": device.device_id, "ip_address": a} for a in device.addresses],
+                addresses,
             )
-        if device.interfaces:
+        interfaces = [{"device_id": d.device_id, **i.model_dump()} for d in devices for i in d.interfaces]
+        if interfaces:
             tx.many(
                 "INSERT INTO device_interfaces (device_id, if_index, name, mac_address, admin_up, oper_up, speed_bps) "
                 "VALUES (:device_id, :if_index, :name, :mac_address, :admin_up, :oper_up, :speed_bps)",
-                [{"device_id": device.device_id, **i.model_dump()} for i in device.interfaces],
+                interfaces,
             )
 
-    def _write_device(self, tx: Tx, device: Device, now: datetime) -> NIBResult[Device]:
+    def _put_device(self, tx: Tx, device: Device, now: datetime) -> tuple[NIBResult[Device], Device]:
+        """The device row written (children not yet), and the device as stored, children included."""
         addresses = set(device.addresses) | ({device.ip_address} if device.ip_address else set())
         stamped = device.model_copy(
             update={
@@ -404,9 +415,12 @@ class SqlNIBStore:
                 "addresses": sorted(addresses),
             }
         )
-        result = self._put(tx, DEVICES, stamped, now)
+        return self._put(tx, DEVICES, stamped, now), stamped
+
+    def _write_device(self, tx: Tx, device: Device, now: datetime) -> NIBResult[Device]:
+        result, stamped = self._put_device(tx, device, now)
         if result.success:
-            self._write_device_children(tx, stamped, replace=device.version != 0)
+            self._write_device_children(tx, [stamped], [device.device_id] if device.version != 0 else [])
         return result
 
     async def get_device(self, device_id: str) -> Device | None:
@@ -475,12 +489,18 @@ class SqlNIBStore:
         def work(tx: Tx) -> BatchResult[Device]:
             now = utcnow()
             batch: BatchResult[Device] = BatchResult()
+            stored: list[Device] = []
+            replaced: list[str] = []
             for device in devices:
-                result = self._write_device(tx, device, now)
+                result, stamped = self._put_device(tx, device, now)
                 if result.success:
                     batch.written.append(result.unwrap())
+                    stored.append(stamped)
+                    if device.version != 0:
+                        replaced.append(device.device_id)
                 else:
                     batch.refused[device.device_id] = result
+            self._write_device_children(tx, stored, replaced)
             drafts = [*events, *(events_for_written(batch.written) if events_for_written else ())]
             if drafts:
                 self._append(tx, drafts, now)
