@@ -178,6 +178,20 @@ async def test_discovery_delta_of_thousands_commits_in_one_transaction(nib: SqlN
     assert (await nib.stats())["tables"]["devices"] == 3000
 
 
+async def test_devices_are_looked_up_by_the_batch_by_id_and_by_mac(nib: SqlNIBStore) -> None:
+    batch = await nib.write_devices(
+        [make_device(n, interfaces=[Interface(if_index=1, name="eth0")]) for n in range(700)]
+    )
+    stored = batch.written
+    macs = [d.mac_address.upper().replace(":", "-") for d in stored[:650]] + ["02:ff:ff:ff:ff:ff"]
+    by_mac = await nib.get_devices_by_mac(macs)  # more than one IN list; any MAC spelling; one unknown
+    assert len(by_mac) == 650
+    assert by_mac[stored[3].mac_address].interfaces == [Interface(if_index=1, name="eth0")]
+    by_id = await nib.get_devices([stored[0].device_id, "nib-dev-unknown", stored[699].device_id])
+    assert set(by_id) == {stored[0].device_id, stored[699].device_id}
+    assert await nib.get_devices([]) == {} and await nib.get_devices_by_mac([]) == {}
+
+
 async def test_controller_registration_and_its_event_commit_together(nib: SqlNIBStore) -> None:
     rc = Controller(controller_id="regional_cntl_zone-a_1", role=ControllerRole.REGIONAL, region="zone-a")
     head_before = await nib.audit_head()

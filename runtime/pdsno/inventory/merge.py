@@ -5,7 +5,6 @@ fresher ``last_seen`` wins (reference-design §3 "Dedup by MAC") and both sighti
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,11 +30,11 @@ class MergeResult:
 
 
 async def devices_by_mac(store: NIBStore, macs: Iterable[str]) -> dict[str, Device | None]:
-    """This NIB's copy of each device, by (normalised) MAC. The lookups run side by side: one report
-    is hundreds of them, each a round trip to the NIB, and its pool bounds how many are in flight."""
+    """This NIB's copy of each device, by (normalised) MAC: one report's hundreds of lookups in a few
+    queries."""
     wanted = list(dict.fromkeys(macs))
-    found = await asyncio.gather(*(store.get_device_by_mac(mac) for mac in wanted))
-    return dict(zip(wanted, found, strict=True))
+    found = await store.get_devices_by_mac(wanted)
+    return {mac: found.get(mac) for mac in wanted}
 
 
 def _owner(device: Device, owner_field: str) -> str | None:
@@ -95,7 +94,8 @@ async def merge_reported(
             writes.append(merged)
             result.updated.append(merged)
     gone_ids = list(dict.fromkeys(inactive_ids))
-    for mine in await asyncio.gather(*(store.get_device(device_id) for device_id in gone_ids)):
+    stored = await store.get_devices(gone_ids)
+    for mine in (stored.get(device_id) for device_id in gone_ids):
         if mine is None or mine.status is DeviceStatus.INACTIVE:
             continue
         if _owner(mine, owner_field) not in (None, owner_value):

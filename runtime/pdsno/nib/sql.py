@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -435,6 +435,26 @@ class SqlNIBStore:
             lambda tx: self._load_devices(tx, "mac_address = :m", {"m": mac}), write=False
         )
         return found[0] if found else None
+
+    async def get_devices(self, device_ids: Iterable[str]) -> dict[str, Device]:
+        return {d.device_id: d for d in await self._load_devices_where_in("device_id", device_ids)}
+
+    async def get_devices_by_mac(self, mac_addresses: Iterable[str]) -> dict[str, Device]:
+        macs = (normalise_mac(m) for m in mac_addresses)
+        return {d.mac_address: d for d in await self._load_devices_where_in("mac_address", macs)}
+
+    async def _load_devices_where_in(self, column: str, values: Iterable[str]) -> list[Device]:
+        wanted = list(dict.fromkeys(values))
+
+        def work(tx: Tx) -> list[Device]:
+            found: list[Device] = []
+            for start in range(0, len(wanted), _IN_LIST_MAX):
+                names = {f"v{n}": v for n, v in enumerate(wanted[start : start + _IN_LIST_MAX])}
+                in_list = ", ".join(f":{name}" for name in names)
+                found += self._load_devices(tx, f"{column} IN ({in_list})", names)
+            return found
+
+        return await self._db.run(work, write=False) if wanted else []
 
     async def list_devices(
         self,

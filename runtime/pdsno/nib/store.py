@@ -8,7 +8,7 @@ record commit together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
@@ -114,6 +114,14 @@ class NIBStore(Protocol):
     async def get_device(self, device_id: str) -> Device | None: ...
 
     async def get_device_by_mac(self, mac_address: str) -> Device | None: ...
+
+    async def get_devices(self, device_ids: Iterable[str]) -> dict[str, Device]:
+        """The stored ones among ``device_ids``, by id; a few queries for a whole report."""
+        ...
+
+    async def get_devices_by_mac(self, mac_addresses: Iterable[str]) -> dict[str, Device]:
+        """The stored ones among ``mac_addresses``, by normalised MAC; a few queries for a whole report."""
+        ...
 
     async def list_devices(
         self,
