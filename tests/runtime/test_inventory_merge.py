@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from pdsno.canonical import utcnow
 from pdsno.inventory.delta import AppliedDelta, Delta
-from pdsno.inventory.merge import merge_reported
+from pdsno.inventory.merge import MergeResult, merge_reported
 from pdsno.inventory.report import build_reports, reported_devices
-from pdsno.nib.models import Device, DeviceStatus, Interface
+from pdsno.nib.models import Device, DeviceStatus, EventDraft, Interface
 from pdsno.nib.sql import SqlNIBStore
 
 RC = "regional_cntl_zone-a_1"
@@ -88,3 +90,21 @@ def test_a_large_report_is_chunked_and_reads_back_whole() -> None:
     assert [d.mac_address for d in back] == [d.mac_address for d in devices[:550]]
     assert sum(len(r.inactive_devices) for r in reports) == 50
     assert reports[0].write_summary.new == 550 and reports[0].write_summary.inactive == 50
+
+
+async def test_a_report_whose_events_cannot_be_written_leaves_no_device_behind(nib: SqlNIBStore) -> None:
+    """The report's own events share its devices' transaction: had the devices been stored without them,
+    the report sent again would find them stored and this tier would pass none of them on."""
+    devices = [seen_by(LC1, 5), seen_by(LC1, 6)]
+
+    def unwritable(merged: MergeResult) -> list[EventDraft]:
+        return [EventDraft(event_type="DISCOVERY_REPORT_RECEIVED", actor=RC, payload={"x": object()})]
+
+    with pytest.raises((TypeError, ValueError)):  # not serialisable: the append fails in the transaction
+        await merge_reported(
+            nib, actor=RC, reporter=LC1, owner_field="local_controller", owner_value=LC1,
+            new_or_updated=devices, inactive_ids=[], record=unwritable,
+        )  # fmt: skip
+    assert await nib.list_devices() == []
+    again = await merge(nib, LC1, devices)  # the report sent again
+    assert [d.device_id for d in again.new] == [d.device_id for d in devices]
