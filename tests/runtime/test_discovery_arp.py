@@ -1,16 +1,16 @@
-"""The ARP probe's pure parts: neighbour-table entries it makes (rtnetlink) and reads (``ip -json neigh``),
-and reply times taken from the kernel's receive stamps."""
+"""The ARP probe's parts that need no raw socket: neighbour-table entries it makes (rtnetlink) and reads
+(``ip -json neigh``), reply times taken from the kernel's receive stamps, and the sweep's retry timing."""
 
 from __future__ import annotations
 
 import socket
 import struct
 import time
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 
-from pdsno.discovery.netinfo import parse_ip_neigh
-from pdsno.discovery.probes.arp import neighbour_message
-from pdsno.discovery.probes.base import SO_TIMESTAMPNS, kernel_arrival
+from pdsno.discovery.netinfo import LocalAddress, parse_ip_neigh
+from pdsno.discovery.probes.arp import _Link, _Sweep, neighbour_message
+from pdsno.discovery.probes.base import SO_TIMESTAMPNS, ProbeStats, RateLimiter, RttEstimator, kernel_arrival
 
 
 def test_neighbour_message_is_a_create_only_stale_entry() -> None:
@@ -48,3 +48,37 @@ def test_kernel_arrival_converts_the_stamp_to_the_monotonic_clock() -> None:
     assert kernel_arrival([(socket.SOL_SOCKET, SO_TIMESTAMPNS, struct.pack("=qq", int(future), 0))]) <= (
         time.monotonic()
     )
+
+
+class _Wire:
+    """Stands for the link's packet socket: records when each request left and for whom."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, bytes]] = []
+
+    def send(self, frame: bytes) -> int:
+        self.sent.append((time.monotonic(), frame[38:42]))
+        return len(frame)
+
+
+async def test_sweep_asks_each_silent_target_again_once_its_own_timeout_passed() -> None:
+    wire = _Wire()
+    local = LocalAddress("eth0", 2, "02:00:00:00:01:01", IPv4Interface("10.1.0.1/24"), True)
+    link = _Link(local, bytes.fromhex("020000000101"), bytes([10, 1, 0, 1]), wire)
+    stats = ProbeStats("arp")
+    answered: dict[bytes, bytes] = {}
+    sweep = _Sweep(RateLimiter(50_000, burst=256), {}, answered, stats)
+    targets = [bytes([10, 1, 0, n]) for n in range(2, 7)]
+    for n, target in enumerate(targets):
+        sweep.first.append((link, target, 1 if n < 4 else 0))  # the last one: no retry (a big sweep's)
+    estimator = RttEstimator(0.05, 0.05)
+    await sweep.pump(estimator, retries_too=False)
+    assert [target for _, target in wire.sent] == targets
+    answered[targets[0]] = bytes.fromhex("020000000102")  # answers before its retry is due
+    await sweep.pump(estimator, retries_too=True)
+    first = {target: at for at, target in wire.sent[:5]}
+    again = wire.sent[5:]
+    assert [target for _, target in again] == targets[1:4]
+    assert all(at - first[target] >= 0.05 for at, target in again)
+    assert (stats.sent, stats.retries) == (8, 3)
+    assert sweep.last_send >= again[-1][0]

@@ -319,11 +319,11 @@ class _Sweep:
 
     Frames go out on the non-blocking socket in slices of at most :data:`_FIRST_SLICE` seconds (first
     pass) or :data:`_SLICE` (retries), paced by a token bucket, with a turn of the event loop between
-    slices so that replies are read and ICMP and SNMP go on (ARP and ICMP replies are timed by the kernel,
-    so a long slice does not lengthen their RTTs). A send is not cheap on a busy link (the kernel delivers a broadcast to every port
-    of a bridge in the sender's context: ~0.4 ms on the lab's 200-port one), and from worker threads each
-    frame also waited for the GIL (up to the interpreter's 5 ms switch interval) while the loop decoded
-    SNMP answers: over a second for a /24.
+    slices so that replies are read and ICMP and SNMP go on (ARP and ICMP replies are timed by the
+    kernel, so a long slice does not lengthen their RTTs). A send is not cheap on a busy link (the kernel
+    delivers a broadcast to every port of a bridge in the sender's context: ~0.4 ms on the lab's 200-port
+    one), and from worker threads each frame also waited for the GIL (up to the interpreter's 5 ms switch
+    interval) while the loop decoded SNMP answers: over a second for a /24.
     """
 
     def __init__(
