@@ -12,7 +12,8 @@ from typing import Any, cast
 from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto.api import v2c
 
-from pdsno.snmp import Oid, Special, Value
+from pdsno.snmp import Oid, Reply, RequestKind, Special, Value
+from pdsno.snmp.values import from_pysnmp
 
 
 class FakeAgent:
@@ -128,6 +129,57 @@ def pysnmp_message(
     v2c.apiPDU.set_varbinds(pdu, list(varbinds))
     v2c.apiMessage.set_pdu(msg, pdu)
     return bytes(encoder.encode(msg))
+
+
+class PysnmpCodec:
+    """pysnmp's own v2c codec (its message API and pyasn1's BER): the oracle the runtime's plain-BER
+    :class:`~pdsno.snmp.V2cCodec` is held to, byte for byte."""
+
+    def encode_request(
+        self,
+        *,
+        community: bytes,
+        request_id: int,
+        oids: Sequence[Oid],
+        kind: RequestKind = RequestKind.GET,
+        non_repeaters: int = 0,
+        max_repetitions: int = 0,
+    ) -> bytes:
+        if kind is RequestKind.GET_BULK:
+            pdu = v2c.GetBulkRequestPDU()
+            v2c.apiBulkPDU.set_defaults(pdu)
+            v2c.apiBulkPDU.set_non_repeaters(pdu, non_repeaters)
+            v2c.apiBulkPDU.set_max_repetitions(pdu, max_repetitions)
+        else:
+            pdu = v2c.GetRequestPDU()
+            v2c.apiPDU.set_defaults(pdu)
+        v2c.apiPDU.set_request_id(pdu, request_id)
+        v2c.apiPDU.set_varbinds(pdu, [(oid, v2c.null) for oid in oids])
+        message = v2c.Message()
+        v2c.apiMessage.set_defaults(message)
+        v2c.apiMessage.set_community(message, community)
+        v2c.apiMessage.set_pdu(message, pdu)
+        return bytes(encoder.encode(message))
+
+    def decode_reply(self, data: bytes) -> Reply | None:
+        try:
+            message, _rest = decoder.decode(data, asn1Spec=v2c.Message())
+            if int(v2c.apiMessage.get_version(message)) not in (0, 1):
+                return None
+            pdu = v2c.apiMessage.get_pdu(message)
+            report = isinstance(pdu, v2c.ReportPDU)
+            if not report and not isinstance(pdu, v2c.ResponsePDU):
+                return None
+            return Reply(
+                community=bytes(v2c.apiMessage.get_community(message).asOctets()),
+                report=report,
+                request_id=int(v2c.apiPDU.get_request_id(pdu)),
+                error_status=int(v2c.apiPDU.get_error_status(pdu)),
+                error_index=int(v2c.apiPDU.get_error_index(pdu, muteErrors=True)),
+                varbinds=[(tuple(oid), from_pysnmp(value)) for oid, value in v2c.apiPDU.get_varbinds(pdu)],
+            )
+        except Exception:  # whatever pyasn1 raises on a damaged datagram: not an answer
+            return None
 
 
 class LoopbackAgent(asyncio.DatagramProtocol):

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from pdsno.snmp.ber import Reply, RequestKind
 from pdsno.snmp.credentials import SnmpV3Credential
 from pdsno.snmp.errors import SnmpAuthFailure, SnmpPduError, SnmpTimeout
-from pdsno.snmp.v2c import Reply, RequestKind, V2cTransport, v2c_codec
+from pdsno.snmp.v2c import V2cTransport
 from pdsno.snmp.v3 import V3Client, hlapi, timed_out, usm_user
-from pdsno.snmp.values import Oid, Value
+from pdsno.snmp.values import Oid, Value, from_pysnmp
 
 
 class BulkSession(Protocol):
@@ -124,5 +125,4 @@ class V3Session:
 
     def _varbinds(self, result: Any) -> list[tuple[Oid, Value]]:
         self._check(*result[:3])
-        plain = v2c_codec().value
-        return [(tuple(int(arc) for arc in vb[0]), plain(vb[1])) for vb in result[3]]
+        return [(tuple(int(arc) for arc in vb[0]), from_pysnmp(vb[1])) for vb in result[3]]

@@ -1,7 +1,6 @@
 """SNMPv2c on **one** UDP socket: requests to every host pipelined and matched back by request-id.
 
-Messages are built and read with pysnmp's own message API (``pysnmp.proto.api``, the v2c protocol module)
-and pyasn1's BER codec, without pysnmp's per-target engine: see :class:`V2cCodec`. ``IP_RECVERR`` on the
+Messages are built and read by :class:`~pdsno.snmp.ber.V2cCodec` (plain BER, no pysnmp). ``IP_RECVERR`` on the
 socket turns an ICMP port-unreachable into an immediate "no agent" answer instead of a timeout. Requests
 expire after the timeout their :class:`TimeoutEstimator` gives, adapted to the RTTs seen.
 """
@@ -11,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
-import importlib
 import logging
 import os
 import socket
@@ -21,150 +18,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Protocol
 
+from pdsno.snmp.ber import Reply, RequestKind, V2cCodec
 from pdsno.snmp.errors import SnmpNoAgent, SnmpTimeout
-from pdsno.snmp.values import Oid, Special, Value
+from pdsno.snmp.values import Oid
 
 log = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------------- pysnmp's message API
-
-
-class RequestKind(Enum):
-    GET = "get"
-    GET_BULK = "getbulk"
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A community Response (or Report) PDU, its values made plain."""
-
-    community: bytes
-    report: bool
-    """A Report PDU: the agent refused the message rather than answering it."""
-    request_id: int
-    error_status: int
-    error_index: int
-    varbinds: list[tuple[Oid, Value]]
-
-
-class V2cCodec:
-    """Community messages through pysnmp's protocol API and pyasn1's BER codec (no pysnmp engine).
-
-    ``pysnmp.proto.api.PROTOCOL_MODULES[SNMP_VERSION_2C]`` builds the request PDUs (``GetRequestPDU``,
-    ``GetBulkRequestPDU``, ``apiPDU``/``apiBulkPDU``, ``apiMessage``) and is the ``asn1Spec`` answers are
-    decoded against. A request message is built once per distinct (community, PDU, OIDs) and re-encoded
-    with a new request-id each time it is sent (building costs ~0.2 ms, encoding ~0.1 ms). Importing
-    pysnmp costs ~50 ms: use :func:`v2c_codec`, which loads it once (in a worker thread during a scan).
-    """
-
-    TEMPLATES = 256
-    """Request messages kept for re-use (the system GET and the first GETBULK are the same for every host
-    of a community; table continuations are not)."""
-
-    def __init__(self) -> None:
-        api = importlib.import_module("pysnmp.proto.api")
-        rfc1905 = importlib.import_module("pysnmp.proto.rfc1905")
-        univ = importlib.import_module("pyasn1.type.univ")
-        self.api: Any = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
-        self._encode: Any = importlib.import_module("pyasn1.codec.ber.encoder").encode
-        self._decode: Any = importlib.import_module("pyasn1.codec.ber.decoder").decode
-        self._spec: Any = self.api.Message()
-        self._null: Any = univ.Null
-        self._octets: Any = univ.OctetString
-        self._integer: Any = univ.Integer
-        self._oid: Any = univ.ObjectIdentifier
-        self._specials: dict[type, Special] = {
-            rfc1905.NoSuchObject: Special.NO_SUCH_OBJECT,
-            rfc1905.NoSuchInstance: Special.NO_SUCH_INSTANCE,
-            rfc1905.EndOfMibView: Special.END_OF_MIB_VIEW,
-        }
-        self._templates: dict[tuple[Any, ...], Any] = {}
-
-    def encode_request(
-        self,
-        *,
-        community: bytes,
-        request_id: int,
-        oids: Sequence[Oid],
-        kind: RequestKind = RequestKind.GET,
-        non_repeaters: int = 0,
-        max_repetitions: int = 0,
-    ) -> bytes:
-        """A v2c GetRequest or GetBulkRequest message asking for ``oids`` (values NULL)."""
-        if kind is RequestKind.GET:
-            non_repeaters = max_repetitions = 0
-        key = (community, kind, tuple(oids), non_repeaters, max_repetitions)
-        message = self._templates.get(key)
-        if message is None:
-            message = self._build(community, oids, kind, non_repeaters, max_repetitions)
-            if len(self._templates) >= self.TEMPLATES:
-                del self._templates[next(iter(self._templates))]
-            self._templates[key] = message
-        self.api.apiPDU.set_request_id(self.api.apiMessage.get_pdu(message), request_id)
-        return bytes(self._encode(message))
-
-    def _build(
-        self, community: bytes, oids: Sequence[Oid], kind: RequestKind, non_repeaters: int, max_rep: int
-    ) -> Any:
-        api = self.api
-        if kind is RequestKind.GET_BULK:
-            pdu = api.GetBulkRequestPDU()
-            api.apiBulkPDU.set_defaults(pdu)
-            api.apiBulkPDU.set_non_repeaters(pdu, non_repeaters)
-            api.apiBulkPDU.set_max_repetitions(pdu, max_rep)
-        else:
-            pdu = api.GetRequestPDU()
-            api.apiPDU.set_defaults(pdu)
-        api.apiPDU.set_varbinds(pdu, [(oid, api.null) for oid in oids])
-        message = api.Message()
-        api.apiMessage.set_defaults(message)
-        api.apiMessage.set_community(message, community)
-        api.apiMessage.set_pdu(message, pdu)
-        return message
-
-    def decode_reply(self, data: bytes) -> Reply | None:
-        """The Response or Report PDU of a v1/v2c message; None for anything else or malformed BER."""
-        api = self.api
-        try:
-            message, _rest = self._decode(data, asn1Spec=self._spec)
-            if int(api.apiMessage.get_version(message)) not in (0, 1):
-                return None
-            pdu = api.apiMessage.get_pdu(message)
-            report = isinstance(pdu, api.ReportPDU)
-            if not report and not isinstance(pdu, api.ResponsePDU):
-                return None
-            return Reply(
-                community=bytes(api.apiMessage.get_community(message).asOctets()),
-                report=report,
-                request_id=int(api.apiPDU.get_request_id(pdu)),
-                error_status=int(api.apiPDU.get_error_status(pdu)),
-                error_index=int(api.apiPDU.get_error_index(pdu, muteErrors=True)),
-                varbinds=[(tuple(oid), self.value(value)) for oid, value in api.apiPDU.get_varbinds(pdu)],
-            )
-        except Exception:  # pyasn1 and pysnmp errors on whatever a datagram holds: not an answer of ours
-            log.debug("undecodable SNMP datagram (%d bytes)", len(data), exc_info=True)
-            return None
-
-    def value(self, value: Any) -> Value:
-        """A pysnmp (pyasn1) value → its plain form (see :data:`Value`)."""
-        if isinstance(value, self._null):  # before OctetString: pyasn1's Null is one
-            return self._specials.get(type(value))  # noSuchObject and the others; NULL itself is None
-        if isinstance(value, self._octets):  # OctetString, IpAddress, Opaque, Bits
-            return bytes(value.asOctets())
-        if isinstance(value, self._integer):  # Integer32, Counter32/64, Gauge32, TimeTicks, Unsigned32
-            return int(value)
-        if isinstance(value, self._oid):
-            return tuple(value.asTuple())
-        return None
-
-
-@functools.cache
-def v2c_codec() -> V2cCodec:
-    """The process's codec (pysnmp is imported on the first call)."""
-    return V2cCodec()
 
 
 # ------------------------------------------------------------------------------------ the shared socket
@@ -222,7 +82,7 @@ class V2cTransport:
         self.estimator = estimator
         self.port = port
         self.tick = tick
-        self.codec = codec or v2c_codec()
+        self.codec = codec or V2cCodec()
         self.sent = 0
         self.received = 0
         self.stray = 0

@@ -1,8 +1,7 @@
 """SNMP probe: system group, interfaces and own addresses of every responder, v2c first, then SNMPv3.
 
-SNMPv2c runs on one :class:`~pdsno.snmp.V2cTransport` socket for the whole scan, its messages read and
-written by :class:`~pdsno.discovery.probes.ber.BerV2cCodec` (pyasn1 costs ~0.1 ms per varbind decoded:
-over a second of the event loop's time on a /24 with interface tables). Timeouts adapt to the RTTs
+SNMPv2c runs on one :class:`~pdsno.snmp.V2cTransport` socket for the whole scan (messages in plain BER,
+:class:`~pdsno.snmp.V2cCodec`). Timeouts adapt to the RTTs
 seen (never below ``min_timeout``, never above ``timeout``), each request is retried ``retries`` times, and
 every community is tried at once. SNMPv3 (authPriv or authNoPriv USM users, tried in order) goes through
 pysnmp's engine (:class:`~pdsno.snmp.V3Client`, built in a worker thread from the start) and only for hosts that did not answer
@@ -31,7 +30,6 @@ from pdsno.discovery.probes.base import (
     RttEstimator,
     TargetStream,
 )
-from pdsno.discovery.probes.ber import BerV2cCodec
 from pdsno.errors import PdsnoError, ReasonCode
 from pdsno.snmp import (
     BulkSession,
@@ -312,7 +310,7 @@ class SnmpProbe:
             if v3 is not None:
                 v3.warm_up()
             if self.credentials.communities:
-                transport = V2cTransport(estimator, port=self.port, codec=BerV2cCodec())
+                transport = V2cTransport(estimator, port=self.port)
                 transport.open()
             async for batch in targets.batches():
                 for ip in batch:

@@ -1,19 +1,19 @@
-"""SNMPv2c messages in plain BER, for the discovery sweep: the codec :class:`~pdsno.snmp.V2cTransport` uses
-during a scan instead of pysnmp's.
+"""SNMPv2c messages in plain BER (X.690): what :class:`~pdsno.snmp.V2cTransport` writes and reads.
 
-A /24 with interface tables walked is ~200 GETBULK answers of ~40 varbinds each: pyasn1 decodes them at
-~0.1 ms per varbind (over a second of CPU on the event loop that also times ARP and ICMP), this at a few
-microseconds. It reads and writes only what discovery asks and gets: GetRequest and GetBulkRequest out,
-Response and Report in, with the value types of RFC 2578/3416. Anything else, or malformed BER, is "not an
-answer" (``None``), as with pysnmp's codec. No pysnmp import: v2c discovery no longer loads it at all.
+GetRequest and GetBulkRequest go out; Response and Report come in, with the value types of RFC 2578/3416.
+Anything else, or malformed BER, is "not an answer" (``None``). pysnmp's own codec (pyasn1) decodes at
+~0.1 ms a varbind: a /24 with interface tables walked is ~200 GETBULK answers of ~40 varbinds, over a second
+of CPU on the event loop that also times ARP and ICMP; this codec takes a few microseconds a varbind and
+imports nothing of pysnmp. The tests hold it to byte-for-byte agreement with pysnmp's codec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from enum import Enum
 
-from pdsno.snmp import Oid, Reply, RequestKind, Special, V2cCodec, Value, v2c_codec
+from pdsno.snmp.values import Oid, Special, Value
 
 _INTEGER = 0x02
 _OCTET_STRING = 0x04
@@ -31,6 +31,24 @@ _SPECIALS = {
     0x81: Special.NO_SUCH_INSTANCE,
     0x82: Special.END_OF_MIB_VIEW,
 }
+
+
+class RequestKind(Enum):
+    GET = "get"
+    GET_BULK = "getbulk"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A community Response (or Report) PDU, its values made plain."""
+
+    community: bytes
+    report: bool
+    """A Report PDU: the agent refused the message rather than answering it."""
+    request_id: int
+    error_status: int
+    error_index: int
+    varbinds: list[tuple[Oid, Value]]
 
 
 class BerError(ValueError):
@@ -140,11 +158,13 @@ def _value(tag: int, data: bytes, start: int, stop: int) -> Value:
     raise BerError(f"value tag {tag:#x}")
 
 
-class BerV2cCodec(V2cCodec):
-    """:class:`~pdsno.snmp.V2cCodec`'s interface (requests out, Response/Report PDUs in), in plain Python.
+class V2cCodec:
+    """Community messages: requests out, Response and Report PDUs in. A request's bytes but its
+    request-id are kept per distinct (community, PDU, OIDs): the system GET and the first GETBULK are the
+    same for every host of a community."""
 
-    Its parent's constructor is not called on purpose: that one imports pysnmp, which this codec replaces.
-    """
+    TEMPLATES = 256
+    """Requests kept for re-use (table continuations differ per host and are not worth keeping)."""
 
     def __init__(self) -> None:
         self._templates: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
@@ -174,10 +194,6 @@ class BerV2cCodec(V2cCodec):
         head, tail = parts
         pdu = _tlv(_GET_BULK if kind is RequestKind.GET_BULK else _GET, _integer(request_id) + tail)
         return _tlv(_SEQUENCE, head + pdu)
-
-    def value(self, value: Any) -> Value:
-        """A pysnmp value made plain (this codec never holds one: for callers with pysnmp objects)."""
-        return v2c_codec().value(value)
 
     def decode_reply(self, data: bytes) -> Reply | None:
         try:

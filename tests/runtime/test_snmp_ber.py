@@ -1,5 +1,6 @@
-"""Discovery's own SNMPv2c codec (:mod:`pdsno.discovery.probes.ber`): it must read and write exactly what
-pysnmp's codec (:class:`pdsno.snmp.V2cCodec`) reads and writes, on pysnmp-built messages and on the wire."""
+"""The runtime's SNMPv2c codec (:mod:`pdsno.snmp.ber`, plain BER): it must read and write exactly what
+pysnmp's own codec (:class:`tests.runtime.snmp_agents.PysnmpCodec`) reads and writes, on pysnmp-built
+messages and on the wire."""
 
 from __future__ import annotations
 
@@ -9,10 +10,16 @@ import pytest
 from pysnmp.proto.api import v2c
 
 from pdsno.discovery.probes.base import RttEstimator
-from pdsno.discovery.probes.ber import BerV2cCodec
 from pdsno.discovery.probes.snmp import collect
 from pdsno.snmp import RequestKind, Special, V2cCodec, V2cSession, V2cTransport
-from tests.runtime.snmp_agents import COMMUNITY, FakeAgent, device_mib, loopback_agent, pysnmp_message
+from tests.runtime.snmp_agents import (
+    COMMUNITY,
+    FakeAgent,
+    PysnmpCodec,
+    device_mib,
+    loopback_agent,
+    pysnmp_message,
+)
 
 VARBINDS = [
     ((1, 3, 6, 1, 2, 1, 1, 1, 0), v2c.OctetString(b"Linux box")),
@@ -46,7 +53,7 @@ def _messages() -> list[bytes]:
 
 
 def test_answers_read_as_pysnmp_reads_them() -> None:
-    ours, theirs = BerV2cCodec(), V2cCodec()
+    ours, theirs = PysnmpCodec(), PysnmpCodec()
     for data in _messages():
         assert ours.decode_reply(data) == theirs.decode_reply(data) is not None
     reply = ours.decode_reply(_messages()[0])
@@ -55,7 +62,7 @@ def test_answers_read_as_pysnmp_reads_them() -> None:
 
 
 def test_what_is_not_an_answer_is_none() -> None:
-    codec = BerV2cCodec()
+    codec = V2cCodec()
     data = _messages()[0]
     for bad in (
         b"",
@@ -74,7 +81,7 @@ def test_what_is_not_an_answer_is_none() -> None:
         assert codec.decode_reply(bad) is None, bad
     # a damaged datagram: never an exception, and what pysnmp reads as an answer is read the same
     rng = random.Random(7)
-    theirs = V2cCodec()
+    theirs = PysnmpCodec()
     agreed = 0
     for _ in range(2000):
         damaged = bytearray(data)
@@ -91,7 +98,7 @@ def test_what_is_not_an_answer_is_none() -> None:
 
 @pytest.mark.parametrize("request_id", [1, 127, 128, 65_535, 2**31 - 1])
 def test_requests_are_the_bytes_pysnmp_sends(request_id: int) -> None:
-    ours, theirs = BerV2cCodec(), V2cCodec()
+    ours, theirs = PysnmpCodec(), PysnmpCodec()
     oids = [(1, 3, 6, 1, 2, 1, 1, 1), (1, 3, 6, 1, 4, 1, 2**32 - 1, 0), (2, 100, 7), (0, 0)]
     for kind, non_rep, max_rep in ((RequestKind.GET_BULK, 1, 300), (RequestKind.GET, 2, 9)):
         for _ in range(2):  # the second time from the cached template
@@ -108,7 +115,7 @@ def test_requests_are_the_bytes_pysnmp_sends(request_id: int) -> None:
 @pytest.mark.parametrize("truncate", [1000, 7])
 async def test_walk_on_the_wire_with_this_codec(truncate: int) -> None:
     endpoint, agent, port = await loopback_agent(device_mib(60), max_varbinds=truncate)
-    transport = V2cTransport(RttEstimator(0.05, 0.5), port=port, codec=BerV2cCodec())
+    transport = V2cTransport(RttEstimator(0.05, 0.5), port=port, codec=V2cCodec())
     transport.open()
     try:
         facts = await collect(
