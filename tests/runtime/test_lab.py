@@ -392,7 +392,9 @@ def test_ssh_through_the_proxy_command_reaches_an_lc_host(lab: Lab) -> None:
     assert controllers["regional"]["hosts"]["rc-zone-b"]["pdsno_controller_id"] == "regional_cntl_zone-b_1"
     assert list(inventory["all"]["children"]["broker"]["hosts"]) == ["broker-1"]
     # the GC keeps its NIB on nib-1, in a PostgreSQL cluster named after the lab's prefix
-    assert inventory["all"]["children"]["nib"]["hosts"]["nib-1"]["nib_postgresql_cluster"] == "pdlt_nib"
+    assert inventory["all"]["children"]["nib"]["hosts"]["nib-1"][
+        "nib_postgresql_cluster"
+    ] == nib_cluster_name(PREFIX)
     assert controllers["global"]["hosts"]["gc-1"]["controller_nib_backend"] == "postgresql"
     assert "controller_nib_backend" not in controllers["regional"]["hosts"]["rc-zone-a"]
     assert f"ip netns exec {lab.operator_netns}" in inventory["all"]["vars"]["ansible_ssh_common_args"]
